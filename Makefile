@@ -1,0 +1,42 @@
+# fewstep: `make run` and `make test` install everything they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The folder of local wheels that pip is configured with (this machine's CPU torch lives there).
+FIND_LINKS ?= $(shell pip config get global.find-links 2>/dev/null || $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-full bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/check_install.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ -n "$(FIND_LINKS)" ] && $(PY) -m pip install -q uv; then \
+		echo "installing with uv (find-links: $(FIND_LINKS))"; \
+		$(VENV)/bin/uv pip install --python $(PY) --find-links $(FIND_LINKS) -c constraints.txt -e '.[dev]'; \
+	else \
+		echo "installing with pip"; \
+		$(PY) -m pip install -c constraints.txt -e '.[dev]'; \
+	fi
+	$(PY) scripts/check_install.py
+	touch $(STAMP)
+
+run: install
+	$(PY) run.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-full: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench.py $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks scripts run.py
+
+clean:
+	rm -rf $(VENV) outputs/runs outputs/multiruns outputs/cache .pytest_cache

@@ -1,0 +1,25 @@
+"""fewstep entry point: `python run.py solver=ipndm schedule=polynomial nfe=5` (Hydra overrides)."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig):
+    from fewstep import FewstepError, run
+    from fewstep.utils.runtime import quiet_lightning, print_run_dir
+
+    quiet_lightning()
+    try:
+        metrics = run(cfg)
+    except FewstepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print_run_dir(cfg)
+    return metrics.get("fd") if isinstance(metrics, dict) else None
+
+
+if __name__ == "__main__":
+    main()

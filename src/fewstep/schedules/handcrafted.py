@@ -1,0 +1,111 @@
+"""Hand-crafted time schedules in the EDM/VE sigma parametrisation.
+
+Each schedule is a pure function `(num_steps, sigma_min, sigma_max, **options) -> sigmas` returning
+`num_steps + 1` float64 values, strictly decreasing from `sigma_max` to `sigma_min` (endpoints exact).
+Stepping on to sigma = 0 is a sampling option (`denoise_to_zero`), not part of a schedule.
+The formulas follow the GITS reference code (zju-pi/diff-sampler, `get_schedule`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fewstep.errors import FewstepError
+
+
+def check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
+    if int(num_steps) != num_steps or num_steps < 1:
+        raise FewstepError(f"a schedule needs at least 1 step, got num_steps={num_steps}")
+    if not (math.isfinite(sigma_min) and sigma_min > 0):
+        raise FewstepError(
+            f"sigma_min must be a positive number, got {sigma_min}; set model.sigma_min (EDM uses 0.002)"
+        )
+    if not (math.isfinite(sigma_max) and sigma_max > sigma_min):
+        raise FewstepError(
+            f"sigma_max must be larger than sigma_min={sigma_min}, got {sigma_max}; "
+            "set model.sigma_max (EDM uses 80)"
+        )
+
+
+def _pin_endpoints(sigmas: torch.Tensor, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    sigmas[0], sigmas[-1] = sigma_max, sigma_min
+    return sigmas
+
+
+def _fractions(num_steps: int) -> torch.Tensor:
+    return torch.arange(num_steps + 1, dtype=torch.float64) / num_steps
+
+
+def polynomial(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """EDM (Karras et al. 2022): uniform in sigma^(1/rho)."""
+    check_range(num_steps, sigma_min, sigma_max)
+    if not rho > 0:
+        raise FewstepError(f"schedule.rho must be positive, got {rho}")
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + _fractions(num_steps) * (lo - hi)) ** rho
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)
+
+
+def logsnr(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """Uniform in log-SNR = -2 log(sigma) (DPM-Solver's choice for small images)."""
+    check_range(num_steps, sigma_min, sigma_max)
+    log_sigmas = math.log(sigma_max) + _fractions(num_steps) * (math.log(sigma_min) - math.log(sigma_max))
+    return _pin_endpoints(log_sigmas.exp(), sigma_min, sigma_max)
+
+
+def vp_time(
+    num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0, epsilon_s: float = 1e-3
+) -> torch.Tensor:
+    """Steps uniform in t^(1/rho) of the linear-beta VP-SDE whose sigma(t) spans [sigma_min, sigma_max].
+
+    sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) with sigma(1) = sigma_max and
+    sigma(epsilon_s) = sigma_min, as in the GITS reference code (and DPM-Solver's VP time schedules).
+    """
+    check_range(num_steps, sigma_min, sigma_max)
+    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
+    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
+    beta_min = log_max - 0.5 * beta_d
+    t = (1 + _fractions(num_steps) * (epsilon_s ** (1 / rho) - 1)) ** rho
+    sigmas = torch.expm1(0.5 * beta_d * t**2 + beta_min * t).sqrt()
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)
+
+
+def time_uniform(num_steps: int, sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> torch.Tensor:
+    """Uniform in VP time t (DPM-Solver's choice for large images)."""
+    return vp_time(num_steps, sigma_min, sigma_max, rho=1.0, epsilon_s=epsilon_s)
+
+
+def time_quadratic(num_steps: int, sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> torch.Tensor:
+    """Uniform in sqrt(t) of VP time (DDIM's quadratic skip)."""
+    return vp_time(num_steps, sigma_min, sigma_max, rho=2.0, epsilon_s=epsilon_s)
+
+
+def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
+    """Check a user-given sigma list: finite, positive, strictly decreasing, inside the model's range.
+
+    A final 0 is allowed and means "step to zero" (the last step is then a denoising step).
+    """
+    values = [float(s) for s in sigmas]
+    if len(values) < 2:
+        raise FewstepError(f"an explicit schedule needs at least 2 sigmas (one step), got {values}")
+    body = values[:-1] if values[-1] == 0 else values
+    bad = [s for s in values if not math.isfinite(s) or s < 0]
+    if bad or any(s <= 0 for s in body):
+        raise FewstepError(f"explicit sigmas must be finite and positive (only a final 0 allowed), got {values}")
+    for a, b in zip(values, values[1:]):
+        if not b < a:
+            raise FewstepError(f"explicit sigmas must be strictly decreasing, but {a} is followed by {b}: {values}")
+    rtol = 1e-6
+    if sigma_max is not None and body[0] > sigma_max * (1 + rtol):
+        raise FewstepError(
+            f"explicit schedule starts at {body[0]}, above the model's sigma_max={sigma_max}; "
+            "lower the first sigma or set model.sigma_max"
+        )
+    if sigma_min is not None and body[-1] < sigma_min * (1 - rtol):
+        raise FewstepError(
+            f"explicit schedule reaches {body[-1]}, below the model's sigma_min={sigma_min}; "
+            "raise the last positive sigma, end with 0 to denoise, or set model.sigma_min"
+        )
+    return torch.tensor(values, dtype=torch.float64)

@@ -1,0 +1,54 @@
+"""Solvers: pure functions `solver(denoiser, x, sigmas, *, callback=None, afs=None, **options) -> x`."""
+
+from __future__ import annotations
+
+import inspect
+
+from fewstep.errors import FewstepError
+from fewstep.solvers.afs import ReferenceAFS, make_afs_prior
+from fewstep.solvers.nfe import SolverSpec, StepPlan, nfe_of, plan_for_schedule, plan_steps, spendable_nfes
+from fewstep.solvers.ode import dpm, euler, heun, ipndm
+
+SOLVERS: dict[str, SolverSpec] = {
+    spec.name: spec
+    for spec in [
+        SolverSpec("euler", euler, 1, 1, "Euler / DDIM"),
+        SolverSpec("heun", heun, 2, 2, "Heun's 2nd order (EDM)"),
+        SolverSpec("dpm", dpm, 2, 2, "DPM-Solver-2, singlestep (option r)"),
+        SolverSpec("ipndm", ipndm, 1, 4, "improved PNDM, Adams-Bashforth up to order 4 (option max_order)"),
+    ]
+}
+
+
+def get_solver(name: str) -> SolverSpec:
+    if name not in SOLVERS:
+        raise FewstepError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
+    return SOLVERS[name]
+
+
+def check_options(spec: SolverSpec, options: dict) -> dict:
+    """Reject options the solver function does not take (a typo must not be silently ignored)."""
+    accepted = set(inspect.signature(spec.fn).parameters) - {"denoiser", "x", "sigmas", "callback", "afs"}
+    unknown = set(options) - accepted
+    if unknown:
+        raise FewstepError(f"solver {spec.name!r} takes options {sorted(accepted)}, not {sorted(unknown)}")
+    return dict(options)
+
+
+__all__ = [
+    "SOLVERS",
+    "ReferenceAFS",
+    "SolverSpec",
+    "StepPlan",
+    "check_options",
+    "dpm",
+    "euler",
+    "get_solver",
+    "heun",
+    "ipndm",
+    "make_afs_prior",
+    "nfe_of",
+    "plan_for_schedule",
+    "plan_steps",
+    "spendable_nfes",
+]

@@ -1,0 +1,17 @@
+"""Tasks: one function each, called by `fewstep.run(cfg)` with the composed config."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from fewstep.errors import FewstepError
+
+
+def run(cfg: DictConfig):
+    from fewstep.tasks.sample import sample
+
+    tasks = {"sample": sample}
+    name = cfg.task.name
+    if name not in tasks:
+        raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
+    return tasks[name](cfg)

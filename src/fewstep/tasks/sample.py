@@ -1,0 +1,115 @@
+"""`task=sample`: sample with the chosen solver and schedule, then measure truncation error and FD."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fewstep.metrics import FeatureStats, frechet_distance_from_stats, get_features
+from fewstep.module import SamplingModule, ShardWriter
+from fewstep.plotting import save_image_grid
+from fewstep.schedules import polynomial
+from fewstep.solvers import get_solver
+from fewstep.tasks.setup import SamplingSetup, build_setup, container
+from fewstep.utils.logging import info, log_metrics_to_loggers
+from fewstep.utils.shards import ShardStore
+from fewstep.utils.storage import atomic_save_json, atomic_write_bytes, content_key
+
+log = logging.getLogger(__name__)
+
+
+def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.Tensor:
+    """A fine polynomial schedule over the same interval as `sigmas` (ending at 0 if they do)."""
+    ends_at_zero = bool(sigmas[-1] == 0)
+    last_positive = float(sigmas[-2] if ends_at_zero else sigmas[-1])
+    fine = polynomial(num_steps, last_positive, float(sigmas[0]), rho=rho)
+    return torch.cat([fine, fine.new_zeros(1)]) if ends_at_zero else fine
+
+
+def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: int, cache_dir: Path):
+    """The high-NFE solution from the same noise, cached per (data, model, interval, reference solver)."""
+    sigmas = reference_sigmas(setup.sigmas, int(reference["num_steps"]), float(reference["rho"]))
+    key = content_key({**setup.model_identity, "shape": setup.dataset.shape, "reference": reference,
+                       "sigmas": [sigmas[0].item(), sigmas[-1].item(), len(sigmas)]})
+    store = ShardStore(cache_dir / "reference" / key)
+    spec = get_solver(reference["solver"])
+    return SamplingModule(setup.denoiser, spec.fn, sigmas, setup.dataset.shape, seeds, store, batch_size)
+
+
+def evaluate(samples, reference_samples, dataset_images, features: str) -> dict:
+    diff = (samples.double() - reference_samples.double()).flatten(1)
+    feature_fn = get_features(features)
+    data_stats = FeatureStats(feature_fn(dataset_images[:1]).shape[1]).update(feature_fn(dataset_images))
+    fd = frechet_distance_from_stats(FeatureStats(data_stats.total.numel()).update(feature_fn(samples)), data_stats)
+    fd_reference = frechet_distance_from_stats(
+        FeatureStats(data_stats.total.numel()).update(feature_fn(reference_samples)), data_stats
+    )
+    return {
+        "truncation_error": diff.norm(dim=1).mean().item(),
+        "truncation_rmse": diff.pow(2).mean().sqrt().item(),
+        "fd": fd,
+        "fd_reference": fd_reference,
+    }
+
+
+def sample(cfg: DictConfig) -> dict | None:
+    run_dir = Path(cfg.paths.output_dir)
+    setup = build_setup(cfg)
+    seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
+    info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
+
+    trainer = instantiate(cfg.trainer, callbacks=[ShardWriter()], logger=False)
+    run = SamplingModule(setup.denoiser, setup.spec.fn, setup.sigmas, setup.dataset.shape, seeds,
+                         ShardStore(run_dir / "samples"), cfg.batch_size, setup.solver_options, setup.afs_prior)
+    trainer.predict(run, return_predictions=False)
+    ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
+    info(f"reference solution: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cached in {ref.store.root})")
+    trainer.predict(ref, return_predictions=False)
+    trainer.strategy.barrier()
+    if not trainer.is_global_zero:
+        return None
+
+    counted = sorted(set(run.nfe_per_batch))
+    if len(counted) > 1 or (counted and counted[0] != setup.plan.nfe):
+        raise RuntimeError(f"NFE accounting broken: planned {setup.plan.nfe}, counted {counted}")
+    samples, reference_samples = run.store.load(seeds), ref.store.load(seeds)
+    metrics = {
+        **evaluate(samples, reference_samples, setup.dataset.images, cfg.eval.features),
+        "nfe": counted[0] if counted else setup.plan.nfe,
+        "num_steps": setup.plan.num_steps,
+        "afs": setup.plan.afs,
+        "solver": setup.spec.name,
+        "schedule": cfg.schedule.name,
+        "dataset": setup.dataset.name,
+        "model": cfg.model.name,
+        "num_samples": len(seeds),
+        "sigmas": setup.sigmas.tolist(),
+        "sampling_seconds": run.solver_seconds,
+        "world_size": trainer.world_size,
+    }
+    write_outputs(run_dir, cfg, setup, samples, metrics)
+    log_metrics_to_loggers(cfg, metrics, run_dir)
+    return metrics
+
+
+def write_outputs(run_dir: Path, cfg: DictConfig, setup: SamplingSetup, samples: torch.Tensor, metrics: dict):
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    atomic_save_json(run_dir / "schedule.json", {
+        "solver": setup.spec.name,
+        "schedule": container(cfg.schedule),
+        "sigmas": setup.sigmas.tolist(),
+        "num_steps": setup.plan.num_steps,
+        "nfe": setup.plan.nfe,
+        "afs": setup.plan.afs,
+        "denoise_to_zero": setup.plan.denoise_to_zero,
+        "plan": setup.plan.describe(),
+    })
+    save_image_grid(samples[: int(cfg.eval.grid_size)], run_dir / "samples.png")
+    atomic_save_json(run_dir / "metrics.json", metrics)
+    shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items() if k != "sigmas"}
+    info(f"metrics: {shown}")

@@ -1,0 +1,101 @@
+"""Turn a composed config into plain objects: dataset, denoiser, solver, step plan and sigmas.
+
+Nothing downstream of this module reads the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fewstep.data import ImageDataset
+from fewstep.errors import FewstepError
+from fewstep.schedules import make_schedule, validate_sigmas
+from fewstep.solvers import (
+    SolverSpec,
+    StepPlan,
+    check_options,
+    get_solver,
+    make_afs_prior,
+    plan_for_schedule,
+    plan_steps,
+)
+
+_SOLVER_KEYS = {"name", "afs", "afs_prior"}
+
+
+@dataclass
+class SamplingSetup:
+    dataset: ImageDataset
+    denoiser: Any
+    model_identity: dict
+    spec: SolverSpec
+    solver_options: dict
+    plan: StepPlan
+    sigmas: torch.Tensor
+    afs_prior: Any
+
+
+def container(node: DictConfig | dict) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+
+
+def build_dataset(cfg: DictConfig) -> ImageDataset:
+    return instantiate(cfg.dataset)
+
+
+def build_denoiser(cfg: DictConfig, dataset: ImageDataset):
+    """The model's denoiser; factories receive the dataset's images as `data` (closed-form models need it)."""
+    return instantiate(cfg.model.denoiser, data=dataset.images)
+
+
+def build_sigmas(
+    schedule: dict, spec: SolverSpec, nfe: int, afs, denoise_to_zero: bool, sigma_min: float, sigma_max: float
+) -> tuple[torch.Tensor, StepPlan]:
+    options = {k: v for k, v in schedule.items() if k != "name"}
+    if schedule["name"] == "explicit":
+        sigmas = validate_sigmas(options.get("sigmas") or [], sigma_min, sigma_max)
+        plan = plan_for_schedule(spec, len(sigmas), afs, bool(sigmas[-1] == 0))
+        if plan.nfe != nfe:
+            raise FewstepError(
+                f"the explicit schedule has {len(sigmas)} sigmas = {plan.num_steps} steps, which costs "
+                f"{spec.name} {plan.nfe} NFE, but nfe={nfe}; set nfe={plan.nfe} or change the list"
+            )
+        return sigmas, plan
+    plan = plan_steps(spec, nfe, afs, denoise_to_zero)
+    positive_steps = plan.num_steps - int(denoise_to_zero)
+    if positive_steps == 0:
+        sigmas = torch.tensor([sigma_max], dtype=torch.float64)
+    else:
+        sigmas = make_schedule(schedule["name"], positive_steps, sigma_min, sigma_max, **options)
+    if denoise_to_zero:
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    return sigmas, plan
+
+
+def build_setup(cfg: DictConfig) -> SamplingSetup:
+    if int(cfg.num_samples) < 2:
+        raise FewstepError(
+            f"num_samples must be at least 2 (the Fréchet distance needs a covariance), got {cfg.num_samples}"
+        )
+    spec = get_solver(cfg.solver.name)
+    solver_cfg = container(cfg.solver)
+    options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
+    sigmas, plan = build_sigmas(
+        container(cfg.schedule),
+        spec,
+        cfg.nfe,
+        solver_cfg.get("afs", "auto"),
+        bool(cfg.denoise_to_zero),
+        float(cfg.model.sigma_min),
+        float(cfg.model.sigma_max),
+    )
+    dataset = build_dataset(cfg)
+    denoiser = build_denoiser(cfg, dataset)
+    afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), dataset.images) if plan.afs else None
+    identity = {"dataset": dataset.fingerprint(), "model": container(cfg.model)}
+    return SamplingSetup(dataset, denoiser, identity, spec, options, plan, sigmas, afs_prior)
