@@ -11,11 +11,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fewstep.metrics import FeatureStats, frechet_distance_from_stats, get_features
-from fewstep.module import SamplingModule, ShardWriter
 from fewstep.plotting import save_image_grid
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import SamplingSetup, build_setup, container
+from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolved_config
 from fewstep.utils.logging import info, log_metrics_to_loggers
 from fewstep.utils.shards import ShardStore
 from fewstep.utils.storage import atomic_save_json, atomic_write_bytes, content_key
@@ -31,8 +30,16 @@ def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.
     return torch.cat([fine, fine.new_zeros(1)]) if ends_at_zero else fine
 
 
+def sampling_key(setup: SamplingSetup, solver_cfg: dict) -> str:
+    """Everything that changes a seed's sample: resuming into a folder never mixes settings."""
+    return content_key({**setup.model_identity, "solver": solver_cfg, "sigmas": setup.sigmas.tolist(),
+                        "afs": setup.plan.afs})
+
+
 def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: int, cache_dir: Path):
     """The high-NFE solution from the same noise, cached per (data, model, interval, reference solver)."""
+    from fewstep.module import SamplingModule
+
     sigmas = reference_sigmas(setup.sigmas, int(reference["num_steps"]), float(reference["rho"]))
     key = content_key({**setup.model_identity, "shape": setup.dataset.shape, "reference": reference,
                        "sigmas": [sigmas[0].item(), sigmas[-1].item(), len(sigmas)]})
@@ -63,9 +70,12 @@ def sample(cfg: DictConfig) -> dict | None:
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
 
+    from fewstep.module import SamplingModule, ShardWriter  # Lightning loads only once the config is valid
+
     trainer = instantiate(cfg.trainer, callbacks=[ShardWriter()], logger=False)
+    store = ShardStore(run_dir / "samples" / sampling_key(setup, container(cfg.solver)))
     run = SamplingModule(setup.denoiser, setup.spec.fn, setup.sigmas, setup.dataset.shape, seeds,
-                         ShardStore(run_dir / "samples"), cfg.batch_size, setup.solver_options, setup.afs_prior)
+                         store, cfg.batch_size, setup.solver_options, setup.afs_prior)
     trainer.predict(run, return_predictions=False)
     ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
     info(f"reference solution: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cached in {ref.store.root})")
@@ -93,12 +103,12 @@ def sample(cfg: DictConfig) -> dict | None:
         "world_size": trainer.world_size,
     }
     write_outputs(run_dir, cfg, setup, samples, metrics)
-    log_metrics_to_loggers(cfg, metrics, run_dir)
+    log_metrics_to_loggers(cfg, metrics)
     return metrics
 
 
 def write_outputs(run_dir: Path, cfg: DictConfig, setup: SamplingSetup, samples: torch.Tensor, metrics: dict):
-    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)).encode())
     atomic_save_json(run_dir / "schedule.json", {
         "solver": setup.spec.name,
         "schedule": container(cfg.schedule),

@@ -44,6 +44,11 @@ def container(node: DictConfig | dict) -> dict:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config, resolved, without Hydra's own node (present when composed with the hydra config)."""
+    return {k: container(v) if isinstance(v, DictConfig) else v for k, v in cfg.items() if k != "hydra"}
+
+
 def build_dataset(cfg: DictConfig) -> ImageDataset:
     return instantiate(cfg.dataset)
 

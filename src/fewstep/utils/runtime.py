@@ -5,19 +5,18 @@ from __future__ import annotations
 import logging
 import warnings
 
-from lightning.pytorch.utilities import rank_zero_only
+from fewstep.utils.logging import global_rank
 
 
 def quiet_lightning() -> None:
-    """Drop Lightning's banner lines and the dataloader-worker hint, which say nothing about sampling."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*predict_dataloader.*num_workers.*")
-    warnings.filterwarnings("ignore", ".*Couldn't infer the batch indices.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+    """Drop Lightning's banner lines and hints that say nothing about sampling."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric", "lightning.pytorch.accelerators"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*does not have many workers.*", ".*Couldn't infer the batch indices.*",
+                    ".*LeafSpec.*is deprecated.*", ".*litlogger.*"):
+        warnings.filterwarnings("ignore", pattern)
 
 
-@rank_zero_only
 def print_run_dir(cfg) -> None:
-    print(f"run_dir: {cfg.paths.output_dir}", flush=True)
+    if global_rank() == 0:
+        print(f"run_dir: {cfg.paths.output_dir}", flush=True)

@@ -1,0 +1,102 @@
+"""fewstep benchmarks: printed ratios measured in one run (nothing is asserted).
+
+    python benchmarks/bench.py [--batch 64] [--repeats 5]
+
+1. Solver overhead: sampler time / (NFE x time of one denoiser call on the same batch), KDE denoiser on mnist5k.
+   1.00 means the solver adds nothing to the denoiser calls it makes.
+2. Lightning overhead: Trainer.predict over the seeds / the bare solver loop on the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+import warnings
+
+import torch
+
+from fewstep.data import mnist5k, seed_range, seeded_noise
+from fewstep.models import KDEDenoiser
+from fewstep.schedules import polynomial
+from fewstep.solvers import SOLVERS, make_afs_prior, plan_steps
+
+
+def median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def solver_overhead(denoiser, data, batch: int, repeats: int) -> None:
+    x = seeded_noise(torch.arange(batch), data.shape) * 80.0
+    call = median_seconds(lambda: denoiser(x, 1.0), repeats)
+    print(f"\n## Solver overhead (KDE on mnist5k, N={len(data.images)}, batch {batch}; "
+          f"one denoiser call = {call * 1e3:.1f} ms)\n")
+    print("| solver | NFE | steps | AFS | sampler ms | NFE x call ms | overhead ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for nfe in (5, 10):
+        for name, spec in SOLVERS.items():
+            plan = plan_steps(spec, nfe)
+            sigmas = polynomial(plan.num_steps, 0.002, 80.0)
+            afs = make_afs_prior("gaussian", data.images) if plan.afs else None
+            t = median_seconds(lambda: spec.fn(denoiser, x, sigmas, afs=afs), repeats)  # noqa: B023
+            evaluations = plan.nfe
+            print(f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {t * 1e3:.1f} | "
+                  f"{evaluations * call * 1e3:.1f} | {t / (evaluations * call):.3f} |")
+
+
+def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
+    import lightning as L
+
+    from fewstep.module import SamplingModule, ShardWriter
+    from fewstep.utils.shards import ShardStore
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    spec = SOLVERS["ipndm"]
+    sigmas = polynomial(10, 0.002, 80.0)
+    seeds = seed_range(0, 4 * batch)
+
+    def bare():
+        for start in range(0, len(seeds), batch):
+            chunk = torch.tensor(seeds[start : start + batch])
+            spec.fn(denoiser, seeded_noise(chunk, data.shape) * 80.0, sigmas)
+
+    def with_lightning(folder=[0]):  # noqa: B006 - a fresh store each call, so nothing is resumed
+        folder[0] += 1
+        module = SamplingModule(denoiser, spec.fn, sigmas, data.shape, seeds, ShardStore(f"{tmp}/{folder[0]}"), batch)
+        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
+                            callbacks=[ShardWriter()])
+        trainer.predict(module, return_predictions=False)
+
+    t_bare, t_lightning = median_seconds(bare, 3), median_seconds(with_lightning, 3)
+    print(f"\n## Lightning overhead (ipndm, NFE 10, {len(seeds)} samples in batches of {batch})\n")
+    print("| bare solver loop s | Trainer.predict + shard writes s | ratio |")
+    print("|---|---|---|")
+    print(f"| {t_bare:.3f} | {t_lightning:.3f} | {t_lightning / t_bare:.3f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import tempfile
+
+    data = mnist5k()
+    denoiser = KDEDenoiser(data.images)
+    print(f"# fewstep benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    solver_overhead(denoiser, data, args.batch, args.repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        lightning_overhead(denoiser, data, args.batch, tmp)
+
+
+if __name__ == "__main__":
+    main()

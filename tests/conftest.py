@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# Fast settings shared by tests that really sample: the 8x8 digits, few samples, a short reference.
+QUICK = ["dataset=digits", "num_samples=24", "batch_size=8", "eval.reference.num_steps=12", "eval.grid_size=16"]
+
+
+@pytest.fixture(autouse=True)
+def _offline_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "offline"))
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb"))
+
+
+def compose_config(overrides, tmp_path: Path):
+    """Compose conf/config.yaml as `run.py` would, with outputs and caches under tmp_path."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(tmp_path)
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    return lambda *overrides: compose_config(overrides, tmp_path)
+
+
+def run_cli(args, tmp_path: Path, timeout=300, env_extra=None):
+    """Run `python run.py ARGS` in a subprocess with its run dir and cache inside tmp_path."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
+    cmd = [sys.executable, str(ROOT / "run.py"), *args,
+           f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

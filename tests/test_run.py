@@ -1,0 +1,118 @@
+"""The sampling task end to end: files written, determinism, DDP, and clean errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fewstep import FewstepError, run
+from fewstep.utils.shards import ShardStore
+
+from .conftest import QUICK, ROOT, run_cli
+
+REQUIRED_METRICS = {"truncation_error": float, "fd": float, "nfe": int, "solver": str, "schedule": str,
+                    "num_samples": int, "sigmas": list, "sampling_seconds": float}
+
+
+def load_samples(run_dir, num):
+    (store,) = (run_dir / "samples").iterdir()
+    return ShardStore(store).load(list(range(num)))
+
+
+def test_cli_end_to_end(tmp_path):
+    result = run_cli([*QUICK, "solver=dpm", "nfe=5"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert result.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
+    for name in ["config.yaml", "schedule.json", "samples.png", "metrics.json", "csv/metrics.csv"]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key, kind in REQUIRED_METRICS.items():
+        assert isinstance(metrics[key], kind), key
+    assert metrics["nfe"] == 5 and metrics["afs"] is True and metrics["num_steps"] == 3
+    assert metrics["truncation_error"] > 0 and metrics["fd"] > 0
+    assert len(metrics["sigmas"]) == 4
+    log = (run_dir / "run.log").read_text()
+    assert "3 steps x 2 NFE - 1 saved by AFS" in log
+
+
+def test_more_nfe_less_truncation_error(make_cfg):
+    errors = [run(make_cfg(*QUICK, "solver=heun", f"nfe={n}", f"seed={n}"))["truncation_error"] for n in (4, 16)]
+    assert errors[1] < errors[0] / 4
+
+
+def test_same_seeds_same_images_whatever_the_batch_size(tmp_path):
+    from .conftest import compose_config
+
+    samples = {}
+    for batch in (7, 64):
+        cfg = compose_config([*QUICK, "num_samples=64", f"batch_size={batch}", "dataset=mnist5k"], tmp_path / str(batch))
+        run(cfg)
+        samples[batch] = load_samples(tmp_path / str(batch) / "run", 64)
+    assert torch.equal(samples[7], samples[64])
+
+
+def test_resume_skips_finished_seeds(make_cfg, tmp_path):
+    cfg = make_cfg(*QUICK)
+    first = run(cfg)
+    shards = sorted((tmp_path / "run" / "samples").glob("*/*.pt"))
+    shards[0].write_bytes(b"truncated")          # a damaged shard is recomputed, not trusted
+    second = run(make_cfg(*QUICK))
+    assert second["truncation_error"] == first["truncation_error"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["nfe=0"], "nfe must be a positive integer"),
+        (["solver=heun", "solver.afs=false", "nfe=5"], "can spend nfe in {2, 4, 6"),
+        (["model.sigma_min=-0.1"], "sigma_min must be a positive number"),
+        (["num_samples=0"], "num_samples must be at least 2"),
+        (["schedule=explicit", "schedule.sigmas=[80,10,20,0.002]"], "strictly decreasing"),
+        (["schedule=explicit", "nfe=3"], "set nfe=5"),
+        (["solver.max_order=7"], "max_order must be 1, 2, 3 or 4"),
+        (["+solver.orderr=2"], "not ['orderr']"),
+    ],
+)
+def test_bad_input_is_a_clear_error(make_cfg, overrides, message):
+    with pytest.raises(FewstepError, match=None) as err:
+        run(make_cfg(*QUICK, *overrides))
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["solver=nosuch"], ["Could not find 'solver/nosuch'", "euler", "ipndm"]),
+        (["solver=heun", "solver.afs=false", "nfe=5"], ["error: solver 'heun' cannot spend nfe=5", "afs=auto"]),
+        (["num_samples=0"], ["error: num_samples must be at least 2"]),
+    ],
+)
+def test_cli_bad_input_without_traceback(tmp_path, args, expected):
+    result = run_cli(args, tmp_path)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    for text in expected:
+        assert text in result.stderr
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    """Two CPU processes (gloo) shard the seeds and produce the same samples and metrics as one."""
+    args = [*QUICK, "num_samples=20", "batch_size=4"]
+    single = run_cli(args, tmp_path / "one")
+    double = run_cli([*args, "trainer=ddp", "trainer.devices=2"], tmp_path / "two")
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "run" / "metrics.json").read_text()) for d in ("one", "two"))
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert torch.equal(load_samples(tmp_path / "one" / "run", 20), load_samples(tmp_path / "two" / "run", 20))
+    assert one["truncation_error"] == two["truncation_error"] and one["fd"] == two["fd"]
+    # rank 1 wrote shards too: each rank sampled only its own seeds
+    assert len(list((tmp_path / "two" / "run" / "samples").glob("*/*.pt"))) == 6
+
+
+def test_install_has_no_cuda_or_torchvision():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_install.py")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
