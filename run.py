@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
     from fewstep import FewstepError, run
-    from fewstep.utils.runtime import quiet_lightning, print_run_dir
+    from fewstep.utils.runtime import print_run_dir, quiet_lightning
 
     quiet_lightning()
     try:

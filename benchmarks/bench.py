@@ -36,8 +36,10 @@ def median_seconds(fn, repeats: int) -> float:
 def solver_overhead(denoiser, data, batch: int, repeats: int) -> None:
     x = seeded_noise(torch.arange(batch), data.shape) * 80.0
     call = median_seconds(lambda: denoiser(x, 1.0), repeats)
-    print(f"\n## Solver overhead (KDE on mnist5k, N={len(data.images)}, batch {batch}; "
-          f"one denoiser call = {call * 1e3:.1f} ms)\n")
+    print(
+        f"\n## Solver overhead (KDE on mnist5k, N={len(data.images)}, batch {batch}; "
+        f"one denoiser call = {call * 1e3:.1f} ms)\n"
+    )
     print("| solver | NFE | steps | AFS | sampler ms | NFE x call ms | overhead ratio |")
     print("|---|---|---|---|---|---|---|")
     for nfe in (5, 10):
@@ -47,8 +49,10 @@ def solver_overhead(denoiser, data, batch: int, repeats: int) -> None:
             afs = make_afs_prior("gaussian", data.images) if plan.afs else None
             t = median_seconds(lambda: spec.fn(denoiser, x, sigmas, afs=afs), repeats)  # noqa: B023
             evaluations = plan.nfe
-            print(f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {t * 1e3:.1f} | "
-                  f"{evaluations * call * 1e3:.1f} | {t / (evaluations * call):.3f} |")
+            print(
+                f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {t * 1e3:.1f} | "
+                f"{evaluations * call * 1e3:.1f} | {t / (evaluations * call):.3f} |"
+            )
 
 
 def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
@@ -71,9 +75,16 @@ def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
     def with_lightning(folder=[0]):  # noqa: B006 - a fresh store each call, so nothing is resumed
         folder[0] += 1
         module = SamplingModule(denoiser, spec.fn, sigmas, data.shape, seeds, ShardStore(f"{tmp}/{folder[0]}"), batch)
-        trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                            enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=False,
-                            callbacks=[ShardWriter()])
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            use_distributed_sampler=False,
+            callbacks=[ShardWriter()],
+        )
         trainer.predict(module, return_predictions=False)
 
     t_bare, t_lightning = median_seconds(bare, 3), median_seconds(with_lightning, 3)

@@ -13,7 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 # Fast settings shared by tests that really sample: the 8x8 digits, few samples, a short reference.
-QUICK = ["dataset=digits", "num_samples=24", "batch_size=8", "eval.reference.num_steps=12", "eval.grid_size=16"]
+QUICK = [
+    "dataset=digits",
+    "num_samples=24",
+    "batch_size=8",
+    "eval.reference.num_steps=12",
+    "eval.grid_size=16",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +51,11 @@ def make_cfg(tmp_path):
 def run_cli(args, tmp_path: Path, timeout=300, env_extra=None):
     """Run `python run.py ARGS` in a subprocess with its run dir and cache inside tmp_path."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env_extra or {})}
-    cmd = [sys.executable, str(ROOT / "run.py"), *args,
-           f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -18,7 +18,18 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_options():
-    for group in ["dataset", "model", "solver", "schedule", "eval", "trainer", "logger", "paths", "hydra", "task"]:
+    for group in [
+        "dataset",
+        "model",
+        "solver",
+        "schedule",
+        "eval",
+        "trainer",
+        "logger",
+        "paths",
+        "hydra",
+        "task",
+    ]:
         assert options(group), f"conf/{group} is empty"
 
 
@@ -54,8 +65,9 @@ def test_solver_and_schedule_compose(make_cfg, solver, schedule):
         from fewstep.solvers import plan_for_schedule
 
         nfe = plan_for_schedule(spec, len(cfg.schedule.sigmas), cfg.solver.afs, False).nfe
-    sigmas, plan = build_sigmas(container(cfg.schedule), spec, nfe, cfg.solver.afs, False,
-                                cfg.model.sigma_min, cfg.model.sigma_max)
+    sigmas, plan = build_sigmas(
+        container(cfg.schedule), spec, nfe, cfg.solver.afs, False, cfg.model.sigma_min, cfg.model.sigma_max
+    )
     assert plan.nfe == nfe and len(sigmas) == plan.num_steps + 1
 
 

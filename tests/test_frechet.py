@@ -28,9 +28,9 @@ def moments(features: np.ndarray):
     return features.mean(0), np.cov(features, rowvar=False)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # FeatureStats
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def test_streaming_stats_match_numpy():
@@ -61,7 +61,7 @@ def test_merge_equals_stats_of_the_concatenation():
     merged = FeatureStats(8).update(torch.from_numpy(a)).merge(FeatureStats(8).update(torch.from_numpy(b)))
     whole = FeatureStats(8).update(torch.from_numpy(np.concatenate([a, b])))
     assert merged.count == whole.count == 200
-    for got, expected in zip(merged.mean_cov(), whole.mean_cov()):
+    for got, expected in zip(merged.mean_cov(), whole.mean_cov(), strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)
     np.testing.assert_allclose(merged.mean_cov()[1], np.cov(np.concatenate([a, b]), rowvar=False), atol=1e-10)
 
@@ -72,9 +72,9 @@ def test_mean_cov_needs_two_vectors():
         stats.mean_cov()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # frechet_distance
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("n", [200, 500])
@@ -129,8 +129,8 @@ def test_rank_deficient_covariances():
     assert math.isfinite(fd) and fd > 0
     assert abs(fd - direct_frechet(*a.mean_cov(), *b.mean_cov())) <= 1e-4 * fd
     # identical rank-deficient sets: ~0. Measured -2.9e-6 against a scale tr(C1) + tr(C2) = 125 (-2.3e-8
-    # relative): square roots of round-off eigenvalues (~1e-14) in the 45 null directions add ~1e-7 each to the
-    # trace term, and the result is not clamped at 0. Tolerance 1e-7 relative: a 4x margin.
+    # relative): square roots of round-off eigenvalues (~1e-14) in the 45 null directions add ~1e-7 each to
+    # the trace term, and the result is not clamped at 0. Tolerance 1e-7 relative: a 4x margin.
     same = frechet_distance_from_stats(a, a)
     assert math.isfinite(same)
     assert abs(same) < 1e-7 * 2 * np.trace(a.mean_cov()[1])

@@ -35,10 +35,11 @@ def queries(data: torch.Tensor, sigma: float, seed: int = 1) -> torch.Tensor:
     return torch.cat([near, far])
 
 
-# float32 tolerance: the logits (q.y - |y|^2/2) / sigma^2 are rounded with relative error ~6e-8 on terms of
-# size |q||y| ~ 10 here, i.e. an absolute logit error up to ~2.4e-6 at sigma = 0.5 (inv_var = 4). That perturbs
-# the weights by the same relative amount, so the output (a convex combination of values of size ~2) moves by
-# at most ~5e-6, plus ~1e-7 for rounding the result. Measured: <= 2.8e-7. A wrong kernel is off by >1e-2.
+# float32 tolerance: the logits (q.y - |y|^2/2) / sigma^2 are rounded with relative error ~6e-8 on terms
+# of size |q||y| ~ 10 here, i.e. an absolute logit error up to ~2.4e-6 at sigma = 0.5 (inv_var = 4). That
+# perturbs the weights by the same relative amount, so the output (a convex combination of values of size ~2)
+# moves by at most ~5e-6, plus ~1e-7 for rounding the result. Measured: <= 2.8e-7. A wrong kernel is off
+# by >1e-2.
 FLOAT32_ATOL = 1e-5
 
 
@@ -47,7 +48,8 @@ FLOAT32_ATOL = 1e-5
 def test_matches_dense_float64_reference(data, sigma, dtype):
     x = queries(data, sigma)
     expected = naive_kde(x, sigma, data)
-    kde = KDEDenoiser(data, chunk_size=64, dtype=dtype)  # 300 = 4 x 64 + 44: several chunks, a ragged last one
+    # 300 = 4 x 64 + 44: several chunks, a ragged last one
+    kde = KDEDenoiser(data, chunk_size=64, dtype=dtype)
     x_in = x if dtype == "float64" else x.float()
     out = kde(x_in, sigma)
     assert out.dtype == x_in.dtype and out.shape == x.shape
@@ -91,8 +93,9 @@ def test_stable_at_sigma_min(data, dtype):
 def test_per_sample_sigma_equals_row_by_row(data, dtype):
     sigmas = torch.tensor([0.002, 0.05, 0.3, 1.0, 2.5, 10.0, 80.0], dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
-    x = data[: len(sigmas)] + sigmas.reshape(-1, 1, 1, 1) * torch.randn((len(sigmas), *SHAPE), generator=g,
-                                                                       dtype=torch.float64)
+    x = data[: len(sigmas)] + sigmas.reshape(-1, 1, 1, 1) * torch.randn(
+        (len(sigmas), *SHAPE), generator=g, dtype=torch.float64
+    )
     kde = KDEDenoiser(data, chunk_size=64, dtype=dtype)
     x = x.to(kde.points.dtype)
     batched = kde(x, sigmas)
@@ -101,8 +104,9 @@ def test_per_sample_sigma_equals_row_by_row(data, dtype):
     torch.testing.assert_close(batched, rows, atol=atol, rtol=0)
     # and it really is per sample: one shared sigma gives something else
     assert not torch.allclose(batched, kde(x, 1.0), atol=1e-3)
-    torch.testing.assert_close(batched.double(), naive_kde(x, sigmas, data), atol=1e-10 if atol < 1e-9 else 1e-5,
-                               rtol=0)
+    reference = naive_kde(x, sigmas, data)
+    atol = 1e-10 if dtype == "float64" else FLOAT32_ATOL
+    torch.testing.assert_close(batched.double(), reference, atol=atol, rtol=0)
 
 
 @pytest.fixture(scope="module")
@@ -112,10 +116,12 @@ def digit_images():
 
 @pytest.mark.parametrize("sigma", [0.5, 10.0, "per-sample"])
 def test_batch_invariance_is_bit_exact(digit_images, sigma):
-    # Without the padding of the rows to a multiple of 16 (kde.py, _ROW_BLOCK) MKL picks another GEMM kernel for
-    # small batches and the results differ by ~1e-6 at sigma = 0.5 and ~1e-7 at sigma = 10 (checked by hand).
+    # Without the padding of the rows to a multiple of 16 (kde.py, _ROW_BLOCK) MKL picks another GEMM kernel
+    # for small batches and the results differ by ~1e-6 at sigma = 0.5 and ~1e-7 at sigma = 10 (checked by
+    # patching _ROW_BLOCK = 1).
     # (At sigma = 0.002 the weights are one-hot and every batching agrees trivially, so it is not tested.)
-    kde = KDEDenoiser(digit_images, chunk_size=512, dtype="float32")  # 1797 points: 4 chunks, a ragged last one
+    # 1797 points: 4 chunks, a ragged last one
+    kde = KDEDenoiser(digit_images, chunk_size=512, dtype="float32")
     g = torch.Generator().manual_seed(4)
     if sigma == "per-sample":
         sigma = torch.logspace(-1, 1, 64, dtype=torch.float64)

@@ -12,8 +12,16 @@ from fewstep.utils.shards import ShardStore
 
 from .conftest import QUICK, ROOT, run_cli
 
-REQUIRED_METRICS = {"truncation_error": float, "fd": float, "nfe": int, "solver": str, "schedule": str,
-                    "num_samples": int, "sigmas": list, "sampling_seconds": float}
+REQUIRED_METRICS = {
+    "truncation_error": float,
+    "fd": float,
+    "nfe": int,
+    "solver": str,
+    "schedule": str,
+    "num_samples": int,
+    "sigmas": list,
+    "sampling_seconds": float,
+}
 
 
 def load_samples(run_dir, num):
@@ -48,7 +56,9 @@ def test_same_seeds_same_images_whatever_the_batch_size(tmp_path):
 
     samples = {}
     for batch in (7, 64):
-        cfg = compose_config([*QUICK, "num_samples=64", f"batch_size={batch}", "dataset=mnist5k"], tmp_path / str(batch))
+        cfg = compose_config(
+            [*QUICK, "num_samples=64", f"batch_size={batch}", "dataset=mnist5k"], tmp_path / str(batch)
+        )
         run(cfg)
         samples[batch] = load_samples(tmp_path / str(batch) / "run", 64)
     assert torch.equal(samples[7], samples[64])
@@ -58,7 +68,7 @@ def test_resume_skips_finished_seeds(make_cfg, tmp_path):
     cfg = make_cfg(*QUICK)
     first = run(cfg)
     shards = sorted((tmp_path / "run" / "samples").glob("*/*.pt"))
-    shards[0].write_bytes(b"truncated")          # a damaged shard is recomputed, not trusted
+    shards[0].write_bytes(b"truncated")  # a damaged shard is recomputed, not trusted
     second = run(make_cfg(*QUICK))
     assert second["truncation_error"] == first["truncation_error"]
 
@@ -86,7 +96,10 @@ def test_bad_input_is_a_clear_error(make_cfg, overrides, message):
     "args, expected",
     [
         (["solver=nosuch"], ["Could not find 'solver/nosuch'", "euler", "ipndm"]),
-        (["solver=heun", "solver.afs=false", "nfe=5"], ["error: solver 'heun' cannot spend nfe=5", "afs=auto"]),
+        (
+            ["solver=heun", "solver.afs=false", "nfe=5"],
+            ["error: solver 'heun' cannot spend nfe=5", "afs=auto"],
+        ),
         (["num_samples=0"], ["error: num_samples must be at least 2"]),
     ],
 )
@@ -114,5 +127,7 @@ def test_ddp_two_processes_match_one(tmp_path):
 
 
 def test_install_has_no_cuda_or_torchvision():
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_install.py")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_install.py")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr

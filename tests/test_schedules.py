@@ -40,7 +40,8 @@ def test_schedule_contract(name, num_steps, sigma_min, sigma_max):
 @pytest.mark.parametrize("sigma_min, sigma_max", RANGES)
 def test_polynomial_rho_one_is_linspace(sigma_min, sigma_max):
     expected = torch.linspace(sigma_max, sigma_min, 11, dtype=torch.float64)
-    torch.testing.assert_close(polynomial(10, sigma_min, sigma_max, rho=1.0), expected, atol=1e-12, rtol=1e-12)
+    out = polynomial(10, sigma_min, sigma_max, rho=1.0)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=1e-12)
 
 
 @pytest.mark.parametrize("rho", [3.0, 7.0])
@@ -105,9 +106,9 @@ def test_schedules_differ_from_each_other():
             assert not torch.allclose(results[a], results[b]), (a, b)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # validate_sigmas
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("values", [[80, 10, 1, 0.002], [80, 1, 0], [1.0, 0.0]])
@@ -149,9 +150,9 @@ def test_validate_without_range_only_checks_shape_of_the_list():
     assert validate_sigmas([1000.0, 1e-5]).tolist() == [1000.0, 1e-5]
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # make_schedule and check_range
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
@@ -160,8 +161,9 @@ def test_make_schedule_matches_direct_call(name):
 
 
 def test_make_schedule_passes_options():
-    assert torch.equal(make_schedule("polynomial", 6, 0.002, 80.0, rho=3.0), polynomial(6, 0.002, 80.0, rho=3.0))
-    assert not torch.equal(make_schedule("polynomial", 6, 0.002, 80.0, rho=3.0), polynomial(6, 0.002, 80.0))
+    out = make_schedule("polynomial", 6, 0.002, 80.0, rho=3.0)
+    assert torch.equal(out, polynomial(6, 0.002, 80.0, rho=3.0))
+    assert not torch.equal(out, polynomial(6, 0.002, 80.0))
     out = make_schedule("time_uniform", 6, 0.002, 80.0, epsilon_s=1e-2)
     assert not torch.equal(out, time_uniform(6, 0.002, 80.0))
 

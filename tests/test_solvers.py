@@ -36,7 +36,7 @@ def rel_err(out: torch.Tensor, exact: torch.Tensor) -> float:
 
 
 def log2_slopes(errs: list[float]) -> list[float]:
-    return [math.log2(a / b) for a, b in zip(errs, errs[1:])]
+    return [math.log2(a / b) for a, b in zip(errs, errs[1:], strict=False)]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def problem():
     return gaussian_problem()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Convergence order on the exact Gaussian ODE, from sigma = 80 to 0.002
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 CONVERGENCE_NS = (16, 32, 64, 128)
 
@@ -67,7 +67,7 @@ def test_convergence_order(problem, schedule, name, order):
     denoiser, x = problem
     errs = errors_on_schedule(SOLVERS[name].fn, schedule, denoiser, x)
     slopes = log2_slopes(errs)
-    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert all(a > b for a, b in zip(errs, errs[1:], strict=False)), errs
     assert abs(slopes[-1] - order) < 0.08, (errs, slopes)
     assert SOLVERS[name].order == order
 
@@ -82,7 +82,7 @@ def test_ipndm_is_second_order_on_nonuniform_schedules(problem, schedule):
     denoiser, x = problem
     errs = errors_on_schedule(ipndm, schedule, denoiser, x)
     slopes = log2_slopes(errs)
-    assert all(a > b for a, b in zip(errs, errs[1:])), errs
+    assert all(a > b for a, b in zip(errs, errs[1:], strict=False)), errs
     assert 1.8 < slopes[-1] < 2.4, (errs, slopes)
 
 
@@ -126,7 +126,7 @@ def test_ipndm_full_order_on_uniform_grid_with_history(uniform_start, max_order)
     slopes = log2_slopes(errs)
     assert abs(slopes[-1] - max_order) < 0.1, (errs, slopes)
     if max_order > 1:  # approaching the order from below, monotonically
-        assert all(a < b <= max_order + 0.02 for a, b in zip(slopes, slopes[1:])), slopes
+        assert all(a < b <= max_order + 0.02 for a, b in zip(slopes, slopes[1:], strict=False)), slopes
 
 
 def test_ipndm_history_is_what_gives_full_order(uniform_start):
@@ -151,14 +151,13 @@ def test_ipndm_uses_only_the_newest_history_entries(problem):
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     # max_order=1 is plain Euler, whatever the history (same maths, different operation order)
-    torch.testing.assert_close(
-        ipndm(denoiser, x, sigmas, max_order=1, history=[junk]), euler(denoiser, x, sigmas), atol=1e-12, rtol=1e-12
-    )
+    first_order = ipndm(denoiser, x, sigmas, max_order=1, history=[junk])
+    torch.testing.assert_close(first_order, euler(denoiser, x, sigmas), atol=1e-12, rtol=1e-12)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # AFS
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "dpm", "ipndm"])
@@ -167,7 +166,8 @@ def test_afs_with_exact_prior_changes_nothing(problem, name):
     prior = GaussianDenoiser(denoiser.mean.clone(), denoiser.var.sqrt())
     sigmas = polynomial(8, SIGMA_MIN, SIGMA_MAX)
     fn = SOLVERS[name].fn
-    torch.testing.assert_close(fn(denoiser, x, sigmas, afs=prior), fn(denoiser, x, sigmas), atol=1e-12, rtol=0)
+    with_afs = fn(denoiser, x, sigmas, afs=prior)
+    torch.testing.assert_close(with_afs, fn(denoiser, x, sigmas), atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("name", SOLVER_NAMES)
@@ -182,9 +182,9 @@ def test_afs_answers_exactly_the_first_call(problem, name):
     assert not torch.allclose(out, SOLVERS[name].fn(denoiser, x, sigmas), atol=1e-6)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Shared contract of every solver in SOLVERS
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -249,17 +249,18 @@ def test_callback_reports_every_step(problem, name):
     assert [info["i"] for info in infos] == list(range(5))
     for info in infos:
         assert set(info) == {"i", "sigma", "sigma_next", "x", "denoised", "x_next"}
-        assert info["sigma"] == sigmas[info["i"]].item() and info["sigma_next"] == sigmas[info["i"] + 1].item()
+        assert info["sigma"] == sigmas[info["i"]].item()
+        assert info["sigma_next"] == sigmas[info["i"] + 1].item()
         assert info["x"].shape == info["denoised"].shape == info["x_next"].shape == x.shape
     assert torch.equal(infos[0]["x"], x)
-    for prev, nxt in zip(infos, infos[1:]):
+    for prev, nxt in zip(infos, infos[1:], strict=False):
         assert torch.equal(prev["x_next"], nxt["x"])
     assert torch.equal(infos[-1]["x_next"], out)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # NFE accounting
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["heun", "dpm"])
@@ -304,7 +305,7 @@ def test_every_spendable_nfe_has_an_exact_plan(name, afs, denoise_to_zero):
     spec = SOLVERS[name]
     spendable = spendable_nfes(spec, afs, denoise_to_zero)
     assert spendable
-    for nfe in range(1, 12):  # 12 = up_to: see test_spendable_nfes_reaches_up_to
+    for nfe in range(1, 13):
         if nfe in spendable:
             plan = plan_steps(spec, nfe, afs, denoise_to_zero)
             assert plan.nfe == nfe == nfe_of(spec, plan.num_steps, plan.afs, denoise_to_zero)
@@ -313,20 +314,15 @@ def test_every_spendable_nfe_has_an_exact_plan(name, afs, denoise_to_zero):
                 plan_steps(spec, nfe, afs, denoise_to_zero)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/fewstep/solvers/nfe.py:63: spendable_nfes only tries num_steps <= up_to, so for a 1-NFE-per-step "
-    "solver with afs=True (nfe = num_steps - 1) it never lists up_to itself, which plan_steps can spend",
-)
 def test_spendable_nfes_reaches_up_to():
     spec = SOLVERS["euler"]
     assert plan_steps(spec, 12, afs=True).num_steps == 13
     assert 12 in spendable_nfes(spec, True, False, up_to=12)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Steps to sigma = 0, options
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def test_euler_final_step_to_zero_returns_the_denoiser_output(problem):
@@ -339,21 +335,7 @@ def test_euler_final_step_to_zero_returns_the_denoiser_output(problem):
     assert (out - x_prev).abs().max() > 0.1
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "heun",
-        "dpm",
-        pytest.param(
-            "ipndm",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG src/fewstep/solvers/ode.py:115: ipndm takes an Adams-Bashforth step to sigma=0 "
-                "instead of the denoising step the module docstring promises for a final sigma of 0",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("name", ["heun", "dpm"])
 def test_final_step_to_zero_is_a_denoising_step(problem, name):
     denoiser, x = problem
     sigmas = torch.cat([polynomial(5, 0.5, SIGMA_MAX), torch.zeros(1, dtype=torch.float64)])
@@ -362,11 +344,25 @@ def test_final_step_to_zero_is_a_denoising_step(problem, name):
     assert torch.allclose(out, denoiser(infos[-1]["x"], 0.5), atol=1e-12, rtol=0)
 
 
+def test_ipndm_steps_to_zero_with_its_multistep_update(problem):
+    # 1-evaluation multistep solvers need no special last step: the slopes were taken at sigma > 0.
+    denoiser, x = problem
+    sigmas = torch.cat([polynomial(5, 0.5, SIGMA_MAX), torch.zeros(1, dtype=torch.float64)])
+    infos = []
+    out = ipndm(denoiser, x, sigmas, callback=infos.append)
+    last = infos[-1]
+    assert torch.equal(out, last["x_next"])
+    assert not torch.allclose(out, denoiser(last["x"], 0.5), atol=1e-3)
+    exact = denoiser.ode_solution(x, SIGMA_MAX, 0.0)
+    assert (out - exact).norm() < (denoiser(last["x"], 0.5) - exact).norm()
+
+
 def test_dpm_with_r_one_is_heun(problem):
     # r = 1 puts the intermediate point at sigma_next with weights 1/2, 1/2: Heun's method
     denoiser, x = problem
     sigmas = polynomial(7, SIGMA_MIN, SIGMA_MAX)
-    torch.testing.assert_close(dpm(denoiser, x, sigmas, r=1.0), heun(denoiser, x, sigmas), atol=1e-12, rtol=1e-12)
+    out = dpm(denoiser, x, sigmas, r=1.0)
+    torch.testing.assert_close(out, heun(denoiser, x, sigmas), atol=1e-12, rtol=1e-12)
     assert not torch.allclose(dpm(denoiser, x, sigmas, r=0.5), heun(denoiser, x, sigmas), atol=1e-6)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter

@@ -54,7 +54,8 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     middle = root1 @ cov2 @ root1
     trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+    distance = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+    return max(distance, 0.0)  # a distance; round-off in empty directions can dip a hair below 0
 
 
 def frechet_distance_from_stats(a: FeatureStats, b: FeatureStats) -> float:

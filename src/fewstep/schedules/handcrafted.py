@@ -24,8 +24,7 @@ def check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
         )
     if not (math.isfinite(sigma_max) and sigma_max > sigma_min):
         raise FewstepError(
-            f"sigma_max must be larger than sigma_min={sigma_min}, got {sigma_max}; "
-            "set model.sigma_max (EDM uses 80)"
+            f"sigma_max must be larger than sigma_min={sigma_min}, got {sigma_max}; set model.sigma_max (EDM uses 80)"
         )
 
 
@@ -94,7 +93,7 @@ def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | N
     bad = [s for s in values if not math.isfinite(s) or s < 0]
     if bad or any(s <= 0 for s in body):
         raise FewstepError(f"explicit sigmas must be finite and positive (only a final 0 allowed), got {values}")
-    for a, b in zip(values, values[1:]):
+    for a, b in zip(values, values[1:], strict=False):
         if not b < a:
             raise FewstepError(f"explicit sigmas must be strictly decreasing, but {a} is followed by {b}: {values}")
     rtol = 1e-6

@@ -8,6 +8,7 @@ An NFE that cannot be spent exactly is an error that lists the NFEs that can; it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,14 +61,20 @@ def spendable_nfes(spec: SolverSpec, afs: str | bool, denoise_to_zero: bool, up_
     values = {
         nfe_of(spec, steps, choice, denoise_to_zero)
         for choice in _afs_choices(spec, afs)
-        for steps in range(1, up_to + 1)
+        for steps in range(1, up_to + 2)
     }
     return sorted(v for v in values if 1 <= v <= up_to)
 
 
 def plan_steps(spec: SolverSpec, nfe: int, afs: str | bool = "auto", denoise_to_zero: bool = False) -> StepPlan:
     """The step plan that spends exactly `nfe` evaluations, or a clear error naming the NFEs that work."""
-    if isinstance(nfe, bool) or int(nfe) != nfe or nfe < 1:
+    if (
+        isinstance(nfe, bool)
+        or not isinstance(nfe, int | float)
+        or not math.isfinite(nfe)
+        or int(nfe) != nfe
+        or nfe < 1
+    ):
         raise FewstepError(f"nfe must be a positive integer, got {nfe!r}")
     nfe = int(nfe)
     for choice in _afs_choices(spec, afs):
@@ -84,11 +91,15 @@ def plan_steps(spec: SolverSpec, nfe: int, afs: str | bool = "auto", denoise_to_
     )
 
 
-def plan_for_schedule(
-    spec: SolverSpec, num_sigmas: int, afs: str | bool, denoise_to_zero: bool
-) -> StepPlan:
+def plan_for_schedule(spec: SolverSpec, num_sigmas: int, afs: str | bool, denoise_to_zero: bool) -> StepPlan:
     """The plan implied by an explicit sigma list (its length fixes the step count)."""
     steps = num_sigmas - 1
     choice = _afs_choices(spec, afs)[0]
-    return StepPlan(spec.name, steps, choice, denoise_to_zero, nfe_of(spec, steps, choice, denoise_to_zero),
-                    spec.nfe_per_step)
+    return StepPlan(
+        spec.name,
+        steps,
+        choice,
+        denoise_to_zero,
+        nfe_of(spec, steps, choice, denoise_to_zero),
+        spec.nfe_per_step,
+    )

@@ -1,9 +1,11 @@
 """Deterministic probability-flow ODE solvers in the sigma parametrisation: dx/dsigma = (x - D(x, sigma))/sigma.
 
 Every solver is a pure function `solver(denoiser, x, sigmas, *, callback=None, afs=None, **options) -> x`:
-`x` is the state at sigmas[0]; the return value is the state at sigmas[-1]. A final sigma of 0 makes the last
-step a denoising (Euler) step. `afs`, when given, is a closed-form denoiser that answers the first evaluation
-of the trajectory (see `fewstep.solvers.afs`). `callback(info)` receives every step.
+`x` is the state at sigmas[0]; the return value is the state at sigmas[-1]. A final sigma of 0 is allowed:
+2-evaluation solvers (heun, dpm) then take a single Euler call, i.e. return the denoiser output, as EDM does;
+1-evaluation solvers take their usual update (their slopes were evaluated at sigma > 0).
+`afs`, when given, is a closed-form denoiser that answers the first evaluation of the trajectory
+(see `fewstep.solvers.afs`). `callback(info)` receives every step.
 The algorithms follow the GITS reference code (zju-pi/diff-sampler, solvers.py).
 """
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import torch
@@ -32,8 +31,9 @@ def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.
 
 def sampling_key(setup: SamplingSetup, solver_cfg: dict) -> str:
     """Everything that changes a seed's sample: resuming into a folder never mixes settings."""
-    return content_key({**setup.model_identity, "solver": solver_cfg, "sigmas": setup.sigmas.tolist(),
-                        "afs": setup.plan.afs})
+    return content_key(
+        {**setup.model_identity, "solver": solver_cfg, "sigmas": setup.sigmas.tolist(), "afs": setup.plan.afs}
+    )
 
 
 def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: int, cache_dir: Path):
@@ -41,8 +41,14 @@ def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: i
     from fewstep.module import SamplingModule
 
     sigmas = reference_sigmas(setup.sigmas, int(reference["num_steps"]), float(reference["rho"]))
-    key = content_key({**setup.model_identity, "shape": setup.dataset.shape, "reference": reference,
-                       "sigmas": [sigmas[0].item(), sigmas[-1].item(), len(sigmas)]})
+    key = content_key(
+        {
+            **setup.model_identity,
+            "shape": setup.dataset.shape,
+            "reference": reference,
+            "sigmas": [sigmas[0].item(), sigmas[-1].item(), len(sigmas)],
+        }
+    )
     store = ShardStore(cache_dir / "reference" / key)
     spec = get_solver(reference["solver"])
     return SamplingModule(setup.denoiser, spec.fn, sigmas, setup.dataset.shape, seeds, store, batch_size)
@@ -74,11 +80,20 @@ def sample(cfg: DictConfig) -> dict | None:
 
     trainer = instantiate(cfg.trainer, callbacks=[ShardWriter()], logger=False)
     store = ShardStore(run_dir / "samples" / sampling_key(setup, container(cfg.solver)))
-    run = SamplingModule(setup.denoiser, setup.spec.fn, setup.sigmas, setup.dataset.shape, seeds,
-                         store, cfg.batch_size, setup.solver_options, setup.afs_prior)
+    run = SamplingModule(
+        setup.denoiser,
+        setup.spec.fn,
+        setup.sigmas,
+        setup.dataset.shape,
+        seeds,
+        store,
+        cfg.batch_size,
+        setup.solver_options,
+        setup.afs_prior,
+    )
     trainer.predict(run, return_predictions=False)
     ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
-    info(f"reference solution: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cached in {ref.store.root})")
+    info(f"reference: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cache {ref.store.root})")
     trainer.predict(ref, return_predictions=False)
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
@@ -109,16 +124,19 @@ def sample(cfg: DictConfig) -> dict | None:
 
 def write_outputs(run_dir: Path, cfg: DictConfig, setup: SamplingSetup, samples: torch.Tensor, metrics: dict):
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)).encode())
-    atomic_save_json(run_dir / "schedule.json", {
-        "solver": setup.spec.name,
-        "schedule": container(cfg.schedule),
-        "sigmas": setup.sigmas.tolist(),
-        "num_steps": setup.plan.num_steps,
-        "nfe": setup.plan.nfe,
-        "afs": setup.plan.afs,
-        "denoise_to_zero": setup.plan.denoise_to_zero,
-        "plan": setup.plan.describe(),
-    })
+    atomic_save_json(
+        run_dir / "schedule.json",
+        {
+            "solver": setup.spec.name,
+            "schedule": container(cfg.schedule),
+            "sigmas": setup.sigmas.tolist(),
+            "num_steps": setup.plan.num_steps,
+            "nfe": setup.plan.nfe,
+            "afs": setup.plan.afs,
+            "denoise_to_zero": setup.plan.denoise_to_zero,
+            "plan": setup.plan.describe(),
+        },
+    )
     save_image_grid(samples[: int(cfg.eval.grid_size)], run_dir / "samples.png")
     atomic_save_json(run_dir / "metrics.json", metrics)
     shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items() if k != "sigmas"}

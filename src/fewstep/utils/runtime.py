@@ -10,10 +10,18 @@ from fewstep.utils.logging import global_rank
 
 def quiet_lightning() -> None:
     """Drop Lightning's banner lines and hints that say nothing about sampling."""
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric", "lightning.pytorch.accelerators"):
+    for name in (
+        "lightning.pytorch.utilities.rank_zero",
+        "lightning.fabric",
+        "lightning.pytorch.accelerators",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*does not have many workers.*", ".*Couldn't infer the batch indices.*",
-                    ".*LeafSpec.*is deprecated.*", ".*litlogger.*"):
+    for pattern in (
+        ".*does not have many workers.*",
+        ".*Couldn't infer the batch indices.*",
+        ".*LeafSpec.*is deprecated.*",
+        ".*litlogger.*",
+    ):
         warnings.filterwarnings("ignore", pattern)
 
 
