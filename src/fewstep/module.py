@@ -1,4 +1,8 @@
-"""The Lightning sampling module: seeds in, samples out, sharded over ranks, written atomically per batch."""
+"""Lightning modules: seeds in, work sharded over ranks EDM-style (no duplicates, no padding).
+
+`SamplingModule` samples and writes each batch atomically through `ShardWriter`; `WarmupModule` runs GITS
+teacher trajectories and accumulates cost sums that the caller all-reduces.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,34 @@ from torch.utils.data import DataLoader
 
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.models.denoiser import CountingDenoiser
+from fewstep.schedules.gits import cost_sums, teacher_trajectory
 from fewstep.utils.shards import ShardStore
 
 
-class SamplingModule(L.LightningModule):
-    """Runs `solver` from per-seed noise at sigmas[0] for every seed that `store` does not hold yet.
+class SeedShardedModule(L.LightningModule):
+    """Rank 0 decides which seeds still need work and broadcasts them; each rank takes its share."""
 
-    Rank 0 decides which seeds are missing and broadcasts the list, then each rank takes its EDM-style
-    share (no duplicates, no padding). Each batch's samples go to `store` through `ShardWriter`.
-    """
+    def __init__(self, denoiser, shape: tuple[int, ...], seeds: list[int], batch_size: int):
+        super().__init__()
+        self.denoiser = denoiser
+        self.shape = tuple(shape)
+        self.seeds = list(seeds)
+        self.batch_size = int(batch_size)
+
+    def pending_seeds(self) -> list[int]:
+        return self.seeds
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        pending = self.trainer.strategy.broadcast(self.pending_seeds() if rank == 0 else None, src=0)
+        return DataLoader(rank_batches(pending, self.batch_size, rank, world), batch_size=None, shuffle=False)
+
+    def noise(self, seeds: torch.Tensor, sigma: float) -> torch.Tensor:
+        return seeded_noise(seeds, self.shape).to(self.device) * sigma
+
+
+class SamplingModule(SeedShardedModule):
+    """Runs `solver` from per-seed noise at sigmas[0] for every seed that `store` does not hold yet."""
 
     def __init__(
         self,
@@ -34,27 +57,20 @@ class SamplingModule(L.LightningModule):
         solver_options: dict | None = None,
         afs=None,
     ):
-        super().__init__()
-        self.denoiser = denoiser
+        super().__init__(denoiser, shape, seeds, batch_size)
         self.solver = solver
         self.sigmas = sigmas.to(torch.float64).cpu()
-        self.shape = tuple(shape)
-        self.seeds = list(seeds)
         self.store = store
-        self.batch_size = int(batch_size)
         self.solver_options = dict(solver_options or {})
         self.afs = afs
         self.nfe_per_batch: list[int] = []
         self.solver_seconds = 0.0
 
-    def predict_dataloader(self) -> DataLoader:
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        missing = self.store.missing(self.seeds) if rank == 0 else None
-        missing = self.trainer.strategy.broadcast(missing, src=0)
-        return DataLoader(rank_batches(missing, self.batch_size, rank, world), batch_size=None, shuffle=False)
+    def pending_seeds(self) -> list[int]:
+        return self.store.missing(self.seeds)
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> dict:
-        x = seeded_noise(seeds, self.shape).to(self.device) * float(self.sigmas[0])
+        x = self.noise(seeds, float(self.sigmas[0]))
         counter = CountingDenoiser(self.denoiser)
         afs = self.afs.to(self.device) if isinstance(self.afs, torch.nn.Module) else self.afs
         start = time.perf_counter()
@@ -70,10 +86,46 @@ class SamplingModule(L.LightningModule):
 
 
 class ShardWriter(BasePredictionWriter):
-    """Writes each predicted batch to its module's `store` as one atomic shard."""
+    """Writes each predicted sampling batch to its module's `store` as one atomic shard."""
 
     def __init__(self):
         super().__init__(write_interval="batch")
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        pl_module.store.write(prediction["seeds"], prediction["samples"])
+        if isinstance(pl_module, SamplingModule):
+            pl_module.store.write(prediction["seeds"], prediction["samples"])
+
+
+class WarmupModule(SeedShardedModule):
+    """GITS warm-up: teacher trajectories on the grid, reduced on the fly to per-pair cost sums."""
+
+    def __init__(
+        self,
+        denoiser,
+        teacher: Callable,
+        teacher_options: dict,
+        grid: torch.Tensor,
+        metric: str,
+        shape,
+        seeds,
+        batch_size,
+    ):
+        super().__init__(denoiser, shape, seeds, batch_size)
+        self.teacher, self.teacher_options = teacher, dict(teacher_options)
+        self.grid = grid.to(torch.float64).cpu()
+        self.metric = metric
+        self.cost_sum = torch.zeros(len(grid), len(grid), dtype=torch.float64)
+        self.count = 0
+
+    def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
+        x = self.noise(seeds, float(self.grid[0]))
+        states, slopes = teacher_trajectory(self.teacher, self.denoiser, x, self.grid, **self.teacher_options)
+        self.cost_sum += cost_sums(states, slopes, self.grid, self.metric)
+        self.count += len(seeds)
+
+    def reduced(self) -> tuple[torch.Tensor, int]:
+        """Cost sums and sample count summed over all ranks."""
+        strategy = self.trainer.strategy
+        total = strategy.reduce(self.cost_sum.to(self.device), reduce_op="sum").cpu()
+        count = strategy.reduce(torch.tensor(float(self.count), device=self.device), reduce_op="sum")
+        return total, int(count.item())

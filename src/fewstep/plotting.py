@@ -35,3 +35,39 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
     return path
+
+
+def plot_gits(record: dict, path: str | Path) -> Path:
+    """GITS sigmas against hand-crafted schedules of the same length (log axis), and the cost matrix heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fewstep.schedules import SCHEDULES
+
+    sigmas = np.array(record["sigmas"])
+    grid = np.array(record["grid"])
+    steps = len(sigmas) - 1
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for name, fn in SCHEDULES.items():
+        left.plot(range(steps + 1), fn(steps, grid[-1], grid[0]).numpy(), "--", marker=".", alpha=0.7, label=name)
+    left.plot(range(steps + 1), sigmas, "k-", marker="o", lw=2, label="gits")
+    left.set(yscale="log", xlabel="step", ylabel="sigma", title=f"{steps}-step schedules")
+    left.legend()
+    cost = np.array(record["cost"], dtype=float)
+    cost[np.tril_indices_from(cost)] = np.nan
+    image = right.imshow(cost, cmap="viridis", origin="upper")
+    path_idx = record["indices"]
+    right.plot(path_idx[1:], path_idx[:-1], "r.-", label="searched path (from i to j)")
+    right.set(
+        xlabel="to grid point j", ylabel="from grid point i", title=f"cost matrix ({record['settings']['metric']})"
+    )
+    right.legend(loc="lower left")
+    fig.colorbar(image, ax=right)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

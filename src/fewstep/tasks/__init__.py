@@ -9,8 +9,9 @@ from fewstep.errors import FewstepError
 
 def run(cfg: DictConfig):
     from fewstep.tasks.sample import sample
+    from fewstep.tasks.search import search
 
-    tasks = {"sample": sample}
+    tasks = {"sample": sample, "search": search}
     name = cfg.task.name
     if name not in tasks:
         raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")

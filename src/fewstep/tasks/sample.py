@@ -13,7 +13,7 @@ from fewstep.metrics import FeatureStats, frechet_distance_from_stats, get_featu
 from fewstep.plotting import save_image_grid
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolved_config
+from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolve_schedule, resolved_config
 from fewstep.utils.logging import info, log_metrics_to_loggers
 from fewstep.utils.shards import ShardStore
 from fewstep.utils.storage import atomic_save_json, atomic_write_bytes, content_key
@@ -74,11 +74,12 @@ def sample(cfg: DictConfig) -> dict | None:
     run_dir = Path(cfg.paths.output_dir)
     setup = build_setup(cfg)
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
-    info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
 
     from fewstep.module import SamplingModule, ShardWriter  # Lightning loads only once the config is valid
 
     trainer = instantiate(cfg.trainer, callbacks=[ShardWriter()], logger=False)
+    search_record = resolve_schedule(setup, cfg, trainer)
+    info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
     store = ShardStore(run_dir / "samples" / sampling_key(setup, container(cfg.solver)))
     run = SamplingModule(
         setup.denoiser,
@@ -117,12 +118,12 @@ def sample(cfg: DictConfig) -> dict | None:
         "sampling_seconds": run.solver_seconds,
         "world_size": trainer.world_size,
     }
-    write_outputs(run_dir, cfg, setup, samples, metrics)
+    write_outputs(run_dir, cfg, setup, samples, metrics, search_record)
     log_metrics_to_loggers(cfg, metrics)
     return metrics
 
 
-def write_outputs(run_dir: Path, cfg: DictConfig, setup: SamplingSetup, samples: torch.Tensor, metrics: dict):
+def write_outputs(run_dir: Path, cfg, setup: SamplingSetup, samples: torch.Tensor, metrics: dict, search=None):
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(resolved_config(cfg)).encode())
     atomic_save_json(
         run_dir / "schedule.json",
@@ -135,6 +136,7 @@ def write_outputs(run_dir: Path, cfg: DictConfig, setup: SamplingSetup, samples:
             "afs": setup.plan.afs,
             "denoise_to_zero": setup.plan.denoise_to_zero,
             "plan": setup.plan.describe(),
+            **({"gits": search} if search else {}),
         },
     )
     save_image_grid(samples[: int(cfg.eval.grid_size)], run_dir / "samples.png")

@@ -36,7 +36,7 @@ class SamplingSetup:
     spec: SolverSpec
     solver_options: dict
     plan: StepPlan
-    sigmas: torch.Tensor
+    sigmas: torch.Tensor | None  # None until the GITS search has run
     afs_prior: Any
 
 
@@ -60,7 +60,7 @@ def build_denoiser(cfg: DictConfig, dataset: ImageDataset):
 
 def build_sigmas(
     schedule: dict, spec: SolverSpec, nfe: int, afs, denoise_to_zero: bool, sigma_min: float, sigma_max: float
-) -> tuple[torch.Tensor, StepPlan]:
+) -> tuple[torch.Tensor | None, StepPlan]:
     options = {k: v for k, v in schedule.items() if k != "name"}
     if schedule["name"] == "explicit":
         sigmas = validate_sigmas(options.get("sigmas") or [], sigma_min, sigma_max)
@@ -72,6 +72,11 @@ def build_sigmas(
             )
         return sigmas, plan
     plan = plan_steps(spec, nfe, afs, denoise_to_zero)
+    if schedule["name"] == "gits":  # searched later, with the model (see fewstep.tasks.search)
+        from fewstep.tasks.search import gits_settings
+
+        gits_settings(schedule)  # reject bad options before any work
+        return None, plan
     positive_steps = plan.num_steps - int(denoise_to_zero)
     if positive_steps == 0:
         sigmas = torch.tensor([sigma_max], dtype=torch.float64)
@@ -80,6 +85,19 @@ def build_sigmas(
     if denoise_to_zero:
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
     return sigmas, plan
+
+
+def resolve_schedule(setup: SamplingSetup, cfg: DictConfig, trainer) -> dict | None:
+    """Fill in `setup.sigmas` for a searched schedule (GITS); returns the search record, if any."""
+    if setup.sigmas is not None:
+        return None
+    from fewstep.tasks.search import search_schedule
+
+    sigma_range = (float(cfg.model.sigma_min), float(cfg.model.sigma_max))
+    setup.sigmas, record = search_schedule(
+        trainer, setup, container(cfg.schedule), setup.plan, sigma_range, cfg.paths.cache_dir, int(cfg.batch_size)
+    )
+    return record
 
 
 def build_setup(cfg: DictConfig) -> SamplingSetup:
