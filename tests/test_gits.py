@@ -1,0 +1,235 @@
+"""GITS: the DP against brute force, the cost matrix against a direct computation, the paper's claim on
+mnist5k, distributed agreement, and both caches."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from fewstep import FewstepError, run
+from fewstep.models import GaussianDenoiser, KDEDenoiser
+from fewstep.schedules import polynomial
+from fewstep.schedules.gits import (
+    best_path,
+    chord_deviation,
+    cost_sums,
+    dynamic_programming,
+    teacher_trajectory,
+)
+from fewstep.solvers import euler, ipndm
+
+from .conftest import compose_config, run_cli
+
+
+def brute_force(cost: torch.Tensor, coeff: float, steps: int) -> tuple[float, list[int]]:
+    n = cost.shape[0]
+    best = (float("inf"), [])
+    for middle in itertools.combinations(range(1, n - 1), steps - 1):
+        path = [0, *middle, n - 1]
+        value = sum(coeff**m * float(cost[a, b]) for m, (a, b) in enumerate(zip(path, path[1:], strict=False)))
+        best = min(best, (value, path))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("coeff", [0.8, 1.0, 1.15])
+def test_dp_finds_the_true_minimum_for_every_step_count(seed, coeff):
+    n = 9
+    g = torch.Generator().manual_seed(seed)
+    cost = torch.rand(n, n, generator=g, dtype=torch.float64) - (0.3 if seed % 2 else 0.0)  # also negative costs
+    values, nxt = dynamic_programming(cost, coeff, n - 1)  # one pass, every step count
+    for steps in range(1, n):
+        expected_value, expected_path = brute_force(cost, coeff, steps)
+        path = best_path(nxt, steps)
+        assert values[steps, 0].item() == pytest.approx(expected_value, abs=1e-12)
+        assert path[0] == 0 and path[-1] == n - 1 and len(path) == steps + 1
+        assert all(a < b for a, b in zip(path, path[1:], strict=False))
+        realised = sum(coeff**m * float(cost[a, b]) for m, (a, b) in enumerate(zip(path, path[1:], strict=False)))
+        assert realised == pytest.approx(expected_value, abs=1e-12)
+
+
+def test_dp_rejects_more_steps_than_the_grid_allows():
+    with pytest.raises(FewstepError, match="raise grid_size"):
+        dynamic_programming(torch.zeros(5, 5, dtype=torch.float64), 1.15, 5)
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2", "dev"])
+def test_cost_matrix_equals_direct_per_pair_computation(metric):
+    torch.manual_seed(0)
+    denoiser = GaussianDenoiser(torch.randn(1, 3, 3).double() * 0.5, torch.rand(1, 3, 3).double() + 0.2)
+    grid = polynomial(8, 0.002, 80.0)
+    x = torch.randn(5, 1, 3, 3, dtype=torch.float64) * 80
+    states, slopes = teacher_trajectory(ipndm, denoiser, x, grid)
+    sums = cost_sums(states, slopes, grid, metric)
+    n = len(grid)
+    for i in range(n):
+        for j in range(n):
+            if j <= i:
+                assert sums[i, j] == 0
+                continue
+            # the reference code's loop: one Euler step from teacher point i with the model's slope there
+            d = (states[i] - denoiser(states[i], float(grid[i]))) / grid[i]
+            pred = states[i] + (grid[j] - grid[i]) * d
+            if metric == "l1":
+                direct = (pred - states[j]).abs().flatten(1).sum(1)
+            elif metric == "l2":
+                direct = (pred - states[j]).flatten(1).norm(dim=1)
+            else:
+                start, end = states[0].flatten(1), states[-1].flatten(1)
+                direct = chord_deviation(pred.flatten(1), start, end) - chord_deviation(
+                    states[j].flatten(1), start, end
+                )
+            assert sums[i, j].item() == pytest.approx(direct.sum().item(), rel=1e-9, abs=1e-9)
+
+
+def test_chord_deviation_is_zero_on_the_line_and_the_distance_off_it():
+    start, end = torch.zeros(1, 3, dtype=torch.float64), torch.tensor([[2.0, 0, 0]], dtype=torch.float64)
+    on_line = torch.tensor([[[0.5, 0, 0]], [[3.0, 0, 0]]], dtype=torch.float64)
+    assert torch.allclose(chord_deviation(on_line, start, end), torch.zeros(2, 1, dtype=torch.float64))
+    off = torch.tensor([[[1.0, 3.0, 4.0]]], dtype=torch.float64)
+    assert chord_deviation(off, start, end).item() == pytest.approx(5.0)
+
+
+def test_teacher_trajectory_records_every_grid_point():
+    denoiser = GaussianDenoiser(0.0, 0.5)
+    grid = polynomial(6, 0.002, 80.0)
+    x = torch.randn(3, 1, 2, 2, dtype=torch.float64) * 80
+    states, slopes = teacher_trajectory(euler, denoiser, x, grid)
+    assert states.shape == (7, 3, 1, 2, 2) and slopes.shape == (6, 3, 1, 2, 2)
+    assert torch.equal(states[0], x) and torch.equal(states[-1], euler(denoiser, x, grid))
+
+
+@pytest.mark.parametrize("solver", ["euler", "ipndm"])
+@pytest.mark.parametrize("nfe", [5, 6])
+def test_gits_beats_polynomial_on_mnist5k_kde(tmp_path_factory, solver, nfe):
+    """The paper's claim: on the optimal mnist5k denoiser GITS roughly halves the truncation error."""
+    cache = tmp_path_factory.getbasetemp() / "gits-claim-cache"  # warm-up and reference shared by the 4 cases
+    errors = {}
+    for schedule in ("polynomial", "gits"):
+        tmp = tmp_path_factory.mktemp(f"{solver}{nfe}{schedule}")
+        cfg = compose_config(
+            [
+                f"solver={solver}",
+                f"nfe={nfe}",
+                f"schedule={schedule}",
+                "num_samples=128",
+                "trainer.enable_progress_bar=false",
+            ],
+            tmp,
+        )
+        cfg.paths.cache_dir = str(cache)
+        errors[schedule] = run(cfg)["truncation_error"]
+    # measured here: gits / polynomial = 0.42 (euler 5), 0.47 (euler 6), 0.46 (ipndm 5), 0.34 (ipndm 6)
+    assert errors["gits"] < 0.7 * errors["polynomial"], errors
+
+
+SMALL_GITS = [
+    "dataset=digits",
+    "schedule=gits",
+    "schedule.num_warmup=12",
+    "schedule.grid_size=21",
+    "batch_size=4",
+    "trainer.enable_progress_bar=false",
+]
+
+
+@pytest.fixture
+def counted_calls(monkeypatch):
+    """Counts every call of the closed-form denoisers' forward methods."""
+    calls = {"n": 0}
+    for cls in (KDEDenoiser, GaussianDenoiser):
+        original = cls.forward
+
+        def counting(self, x, sigma, _original=original):
+            calls["n"] += 1
+            return _original(self, x, sigma)
+
+        monkeypatch.setattr(cls, "forward", counting)
+    return calls
+
+
+def search(tmp_path, cache, *overrides):
+    cfg = compose_config(["task=search", *SMALL_GITS, *overrides], tmp_path)
+    cfg.paths.cache_dir = str(cache)
+    return run(cfg)
+
+
+def test_caches_reuse_and_invalidate(tmp_path, counted_calls, caplog):
+    cache = tmp_path / "cache"
+    first = search(tmp_path / "a", cache)
+    assert counted_calls["n"] > 0
+    costs, schedules = cache / "gits" / "costs", cache / "gits" / "schedules"
+    assert len(list(costs.glob("*.pt"))) == 1 and len(list(schedules.glob("*.json"))) == 1
+
+    def calls_for(*overrides, folder):
+        counted_calls["n"] = 0
+        result = search(tmp_path / folder, cache, *overrides)
+        return counted_calls["n"], result
+
+    calls, again = calls_for(folder="b")
+    assert calls == 0 and again == first  # schedule reused: no denoiser call at all
+    calls, _ = calls_for("nfe=6", folder="c")
+    assert calls == 0 and len(list(schedules.glob("*.json"))) == 2  # cost matrix reused, only a DP
+    calls, _ = calls_for("schedule.coeff=0.9", folder="d")
+    assert calls == 0 and len(list(costs.glob("*.pt"))) == 1
+    calls, _ = calls_for("model=gaussian", folder="e")
+    assert calls > 0 and len(list(costs.glob("*.pt"))) == 2  # another model: warm-up again
+    calls, _ = calls_for("schedule.grid_size=25", folder="f")
+    assert calls > 0 and len(list(costs.glob("*.pt"))) == 3  # another grid: warm-up again
+
+    # a truncated schedule file is searched again from the cached costs; a truncated cost file warms up again
+    (schedule_file,) = [p for p in schedules.glob("*.json") if json.loads(p.read_text())["sigmas"] == first["sigmas"]]
+    schedule_file.write_text(schedule_file.read_text()[:50])
+    calls, result = calls_for(folder="g")
+    assert calls == 0 and result == first and json.loads(schedule_file.read_text())["sigmas"] == first["sigmas"]
+    cost_file = next(p for p in costs.glob("*.pt") if json.loads(schedule_file.read_text())["cost_key"] in p.name)
+    cost_file.write_bytes(cost_file.read_bytes()[:100])
+    schedule_file.unlink()
+    calls, result = calls_for(folder="h")
+    assert calls > 0 and result == first
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpm", "ipndm"])
+def test_gits_schedule_works_with_every_solver(tmp_path, solver):
+    cfg = compose_config(
+        [*SMALL_GITS, f"solver={solver}", "nfe=5", "num_samples=8", "eval.reference.num_steps=8"], tmp_path
+    )
+    metrics = run(cfg)
+    assert metrics["nfe"] == 5 and metrics["schedule"] == "gits"
+    grid = polynomial(20, 0.002, 80.0).tolist()
+    assert all(s in grid for s in metrics["sigmas"])  # every sigma comes from the search grid
+    saved = json.loads((tmp_path / "run" / "schedule.json").read_text())
+    assert saved["gits"]["indices"][0] == 0 and saved["gits"]["settings"]["grid_size"] == 21
+
+
+def test_bad_gits_option_is_a_clear_error(make_cfg):
+    with pytest.raises(FewstepError, match="metric must be one of"):
+        run(make_cfg("schedule=gits", "schedule.metric=l3"))
+    with pytest.raises(FewstepError, match="task=search searches a GITS schedule"):
+        run(make_cfg("task=search"))
+
+
+def test_search_with_two_processes_equals_one(tmp_path):
+    args = ["task=search", *SMALL_GITS, "schedule.num_warmup=10"]
+    one = run_cli(args, tmp_path / "one")
+    two = run_cli([*args, "trainer=ddp", "trainer.devices=2"], tmp_path / "two")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / d / "run" / "schedule.json").read_text())["gits"] for d in ("one", "two"))
+    assert a["indices"] == b["indices"] and a["sigmas"] == b["sigmas"]
+    assert a["warmup_count"] == b["warmup_count"] == 10
+    assert torch.allclose(torch.tensor(a["cost"]), torch.tensor(b["cost"]), rtol=1e-10, atol=1e-12)
+    assert "sigmas: [80" in one.stdout and (tmp_path / "one" / "run" / "gits.png").is_file()
+    assert (tmp_path / "one" / "run" / "sigmas.txt").read_text().startswith("80, ")
+
+
+def test_design_card_example_runs_as_written(tmp_path):
+    """`python run.py solver=dpm schedule=gits nfe=5`, smaller only in sample count."""
+    result = run_cli(
+        ["solver=dpm", "schedule=gits", "nfe=5", "num_samples=16", "trainer.enable_progress_bar=false"], tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["nfe"] == 5 and metrics["afs"] is True and metrics["num_steps"] == 3
+    assert "GITS schedule searched" in (tmp_path / "run" / "run.log").read_text()
