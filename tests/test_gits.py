@@ -233,3 +233,8 @@ def test_design_card_example_runs_as_written(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["nfe"] == 5 and metrics["afs"] is True and metrics["num_steps"] == 3
     assert "GITS schedule searched" in (tmp_path / "run" / "run.log").read_text()
+    gits = json.loads((tmp_path / "run" / "schedule.json").read_text())["gits"]
+    # the reference code's AFS handling: DP over 2 steps, then the AFS step inserted where the solver does best
+    distances = {int(k): v for k, v in gits["afs_insert_distances"].items()}
+    assert len(gits["indices"]) == 4 and sorted(distances) == list(range(1, gits["indices"][2]))
+    assert gits["indices"][1] == min(distances, key=distances.get)

@@ -32,6 +32,8 @@ GITS_DEFAULTS = {
     "warmup_seed": 1_000_000,
     "coeff": 1.15,
     "metric": "dev",
+    "afs_insert": True,
+    "afs_batch": 32,
 }
 
 
@@ -66,6 +68,31 @@ def _params(spec) -> set[str]:
     return set(inspect.signature(spec.fn).parameters)
 
 
+def _device_of(denoiser) -> torch.device:
+    tensors = [*denoiser.parameters(), *denoiser.buffers()] if isinstance(denoiser, torch.nn.Module) else []
+    return tensors[0].device if tensors else torch.device("cpu")
+
+
+def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, teacher_spec, teacher_options):
+    """The reference code's AFS handling: add the (nearly free) AFS step at the grid point in (0, path[1]) whose
+    schedule brings the solver closest to the teacher's final samples on `afs_batch` warm-up seeds."""
+    from fewstep.data import seeded_noise
+
+    first = int(settings["warmup_seed"])
+    seeds = torch.arange(first, first + min(int(settings["afs_batch"]), int(settings["num_warmup"])))
+    x = seeded_noise(seeds, setup.dataset.shape).to(_device_of(setup.denoiser)) * float(grid[0])
+    afs = setup.afs_prior.to(x.device) if isinstance(setup.afs_prior, torch.nn.Module) else setup.afs_prior
+    with torch.no_grad():
+        target = teacher_spec.fn(setup.denoiser, x, grid, **teacher_options)
+        distances = {}
+        for k in range(1, path[1]):
+            candidate = [0, k, *path[1:]]
+            out = setup.spec.fn(setup.denoiser, x, grid[candidate], afs=afs, **setup.solver_options)
+            distances[k] = (out - target).flatten(1).norm(dim=1).mean().item()
+    best = min(distances, key=lambda k: (distances[k], k))
+    return [0, best, *path[1:]], distances
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -86,74 +113,116 @@ def _read_cost(path: Path) -> dict | None:
         return None
 
 
-def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range, cache_dir, batch_size: int):
-    """The GITS sigmas for `plan` (float64, ending at 0 if plan.denoise_to_zero) and the search record."""
+def cache_keys(setup, settings: dict, grid: torch.Tensor, plan: StepPlan, insert_afs: bool) -> tuple[str, str]:
+    """(cost key, schedule key): the cost matrix depends on data, model, grid, teacher, warm-up and metric; the
+    schedule on that plus the step count, coeff and NFE accounting (and the solver, when it picks the AFS step)."""
+    warmup_settings = {k: v for k, v in settings.items() if k not in ("coeff", "afs_insert", "afs_batch")}
+    cost_key = content_key(
+        {**setup.model_identity, "shape": setup.dataset.shape, "grid": grid.tolist(), **warmup_settings}
+    )
+    schedule = {
+        "cost": cost_key,
+        "coeff": settings["coeff"],
+        "nfe": plan.nfe,
+        "num_steps": plan.num_steps,
+        "afs": plan.afs,
+        "nfe_per_step": plan.nfe_per_step,
+        "denoise_to_zero": plan.denoise_to_zero,
+    }
+    if insert_afs:
+        schedule["afs_insert"] = [
+            setup.spec.name,
+            setup.solver_options,
+            settings["afs_batch"],
+            type(setup.afs_prior).__name__,
+        ]
+    return cost_key, content_key(schedule)
+
+
+def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, batch_size, cost_path: Path):
+    """The mean cost matrix: from the cache, or from a distributed warm-up (sums and counts all-reduced)."""
     from fewstep.module import WarmupModule
 
+    cached = _read_cost(cost_path)
+    if cached is not None:
+        info(f"GITS cost matrix reused from {cost_path} ({cached['count']} warm-up trajectories)")
+        return cached["cost"], cached["count"]
+    first = int(settings["warmup_seed"])
+    seeds = list(range(first, first + int(settings["num_warmup"])))
+    module = WarmupModule(
+        setup.denoiser,
+        teacher_spec.fn,
+        teacher_options,
+        grid,
+        settings["metric"],
+        setup.dataset.shape,
+        seeds,
+        batch_size,
+    )
+    info(f"GITS warm-up: {len(seeds)} {teacher_spec.name} trajectories on a {len(grid)}-point grid")
+    trainer.predict(module, return_predictions=False)
+    total, count = module.reduced()
+    cost = total / count
+    if trainer.is_global_zero:
+        atomic_torch_save(cost_path, {"cost": cost, "count": count, "grid": grid, "settings": settings})
+    return cost, count
+
+
+def search_path(cost, settings, num_steps: int, insert_afs: bool, afs_step) -> tuple[list[int], float, dict | None]:
+    """The DP path of `num_steps` steps; with `insert_afs`, a DP path of one step fewer plus the AFS step that
+    `afs_step(path)` picks (the reference code's AFS handling)."""
+    coeff = float(settings["coeff"])
+    if insert_afs:
+        values, nxt = dynamic_programming(cost, coeff, num_steps - 1)
+        path = best_path(nxt, num_steps - 1)
+        if path[1] > 1:  # room for a grid point before the DP's first stop
+            path, distances = afs_step(path)
+            return path, float(values[-1, 0]), distances
+    values, nxt = dynamic_programming(cost, coeff, num_steps)
+    return best_path(nxt, num_steps), float(values[-1, 0]), None
+
+
+def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range, cache_dir, batch_size: int):
+    """The GITS sigmas for `plan` (float64, ending at 0 if plan.denoise_to_zero) and the search record.
+
+    Rank 0 runs the DP (and writes both caches); the record is broadcast to every rank.
+    """
     settings = gits_settings(schedule)
-    sigma_min, sigma_max = sigma_range
-    grid = base_grid(settings, sigma_min, sigma_max)
-    spec, teacher_options = teacher(settings)
+    grid = base_grid(settings, *sigma_range)
+    teacher_spec, teacher_options = teacher(settings)
     num_steps = plan.num_steps - int(plan.denoise_to_zero)
-    cost_key = content_key(
-        {
-            **setup.model_identity,
-            "shape": setup.dataset.shape,
-            "grid": grid.tolist(),
-            **{k: settings[k] for k in settings if k != "coeff"},
-        }
-    )
-    schedule_key = content_key(
-        {
-            "cost": cost_key,
-            "num_steps": num_steps,
-            "coeff": settings["coeff"],
-            "nfe": plan.nfe,
-            "afs": plan.afs,
-            "nfe_per_step": plan.nfe_per_step,
-        }
-    )
-    cache_dir = Path(cache_dir) / "gits"
-    schedule_path, cost_path = cache_dir / "schedules" / f"{schedule_key}.json", cache_dir / "costs" / f"{cost_key}.pt"
+    insert_afs = bool(settings["afs_insert"]) and plan.afs and num_steps >= 2
+    cost_key, schedule_key = cache_keys(setup, settings, grid, plan, insert_afs)
+    cache = Path(cache_dir) / "gits"
+    schedule_path = cache / "schedules" / f"{schedule_key}.json"
 
     record = _read_json(schedule_path)
     if record is not None:
         info(f"GITS schedule reused from {schedule_path}")
     else:
-        cached = _read_cost(cost_path)
-        if cached is not None:
-            cost, count = cached["cost"], cached["count"]
-            info(f"GITS cost matrix reused from {cost_path} ({count} warm-up trajectories)")
-        else:
-            seeds = list(
-                range(int(settings["warmup_seed"]), int(settings["warmup_seed"]) + int(settings["num_warmup"]))
-            )
-            module = WarmupModule(
-                setup.denoiser,
-                spec.fn,
-                teacher_options,
-                grid,
-                settings["metric"],
-                setup.dataset.shape,
-                seeds,
-                batch_size,
-            )
-            info(f"GITS warm-up: {len(seeds)} {spec.name} trajectories on a {len(grid)}-point {settings['base']} grid")
-            trainer.predict(module, return_predictions=False)
-            total, count = module.reduced()
-            cost = total / count
-            if trainer.is_global_zero:
-                atomic_torch_save(cost_path, {"cost": cost, "count": count, "grid": grid, "settings": settings})
-        record = None
+        cost, count = warmup_cost(
+            trainer,
+            setup,
+            settings,
+            grid,
+            teacher_spec,
+            teacher_options,
+            batch_size,
+            cache / "costs" / f"{cost_key}.pt",
+        )
         if trainer.is_global_zero:
-            values, nxt = dynamic_programming(cost, float(settings["coeff"]), num_steps)
-            path = best_path(nxt, num_steps)
+
+            def afs_step(path):
+                return insert_afs_step(path, grid, setup, settings, teacher_spec, teacher_options)
+
+            path, path_cost, afs_distances = search_path(cost, settings, num_steps, insert_afs, afs_step)
             record = {
                 "sigmas": grid[path].tolist(),
                 "indices": path,
                 "grid": grid.tolist(),
                 "cost": cost.tolist(),
-                "path_cost": float(values[num_steps, 0]),
+                "path_cost": path_cost,
+                "afs_insert_distances": afs_distances,
                 "num_steps": num_steps,
                 "settings": settings,
                 "warmup_count": count,
