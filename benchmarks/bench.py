@@ -5,6 +5,10 @@
 1. Solver overhead: sampler time / time of the same denoiser calls replayed alone (the exact (x, sigma) inputs the
    sampler made, recorded once), KDE denoiser on mnist5k. 1.00 means the solver adds nothing to its NFE calls.
 2. Lightning overhead: Trainer.predict over the seeds / the bare solver loop on the same batches.
+3. GITS at the reference settings (mnist5k KDE, 256 warm-up, 61-point grid, iPNDM teacher): warm-up, cost matrix
+   and DP timed separately; the DP alone for grid 61 and 10 steps.
+4. Truncation error (mean L2 to a Heun-100 reference from the same noise, 128 samples) of polynomial, logsnr and
+   GITS schedules for each solver at NFE 4, 5, 6, 8, 10, with the ratio GITS / best baseline.
 """
 
 from __future__ import annotations
@@ -104,19 +108,97 @@ def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
     print(f"| {t_bare:.3f} | {t_lightning:.3f} | {t_lightning / t_bare:.3f} |")
 
 
+def gits_timings(denoiser, data, batch: int, settings: dict) -> torch.Tensor:
+    from fewstep.schedules.gits import cost_sums, dynamic_programming, teacher_trajectory
+    from fewstep.tasks.search import base_grid, teacher
+
+    grid = base_grid(settings, 0.002, 80.0)
+    spec, options = teacher(settings)
+    seeds = seed_range(settings["warmup_seed"], settings["num_warmup"])
+    t_warmup = t_cost = 0.0
+    total = torch.zeros(len(grid), len(grid), dtype=torch.float64)
+    for start in range(0, len(seeds), batch):
+        x = seeded_noise(torch.tensor(seeds[start : start + batch]), data.shape) * 80.0
+        t0 = time.perf_counter()
+        states, slopes = teacher_trajectory(spec.fn, denoiser, x, grid, **options)
+        t1 = time.perf_counter()
+        total += cost_sums(states, slopes, grid, settings["metric"])
+        t_warmup, t_cost = t_warmup + t1 - t0, t_cost + time.perf_counter() - t1
+    cost = total / len(seeds)
+    t_dp = median_seconds(lambda: dynamic_programming(cost, settings["coeff"], 10), 20)
+    print(
+        f"\n## GITS at reference settings ({len(seeds)} warm-up, grid {len(grid)}, teacher {spec.name}, "
+        f"metric {settings['metric']}, batch {batch})\n"
+    )
+    print("| warm-up trajectories s | cost matrix s | DP (grid 61, 10 steps) ms |")
+    print("|---|---|---|")
+    print(f"| {t_warmup:.2f} | {t_cost:.2f} | {t_dp * 1e3:.2f} |")
+    return cost
+
+
+def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 128) -> None:
+    from types import SimpleNamespace
+
+    from fewstep.schedules import logsnr
+    from fewstep.tasks.search import base_grid, insert_afs_step, search_path, teacher
+
+    x = seeded_noise(torch.arange(num_samples), data.shape) * 80.0
+    reference = SOLVERS["heun"].fn(denoiser, x, polynomial(100, 0.002, 80.0))
+    grid = base_grid(settings, 0.002, 80.0)
+    teacher_spec, teacher_options = teacher(settings)
+    print(f"\n## Truncation error vs a Heun-100 reference ({num_samples} samples, KDE on mnist5k)\n")
+    print("| solver | NFE | steps | AFS | polynomial | logsnr | gits | gits / best baseline |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, spec in SOLVERS.items():
+        for nfe in (4, 5, 6, 8, 10):
+            plan = plan_steps(spec, nfe)
+            afs = make_afs_prior("gaussian", data.images) if plan.afs else None
+
+            def error(sigmas):
+                out = spec.fn(denoiser, x, sigmas, afs=afs)  # noqa: B023
+                return (out - reference).flatten(1).norm(dim=1).mean().item()
+
+            setup = SimpleNamespace(dataset=data, denoiser=denoiser, spec=spec, solver_options={}, afs_prior=afs)
+            path, _, _ = search_path(
+                cost,
+                settings,
+                plan.num_steps,
+                plan.afs and settings["afs_insert"],
+                lambda p: insert_afs_step(p, grid, setup, settings, teacher_spec, teacher_options),  # noqa: B023
+            )
+            errors = [
+                error(polynomial(plan.num_steps, 0.002, 80.0)),
+                error(logsnr(plan.num_steps, 0.002, 80.0)),
+                error(grid[path]),
+            ]
+            print(
+                f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {errors[0]:.3f} | {errors[1]:.3f} | "
+                f"{errors[2]:.3f} | {errors[2] / min(errors[:2]):.2f} |"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=["overhead", "lightning", "gits", "truncation"])
     args = parser.parse_args()
     import tempfile
 
     data = mnist5k()
     denoiser = KDEDenoiser(data.images)
     print(f"# fewstep benchmark (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    solver_overhead(denoiser, data, args.batch, args.repeats)
-    with tempfile.TemporaryDirectory() as tmp:
-        lightning_overhead(denoiser, data, args.batch, tmp)
+    if "overhead" in args.only:
+        solver_overhead(denoiser, data, args.batch, args.repeats)
+    if "lightning" in args.only:
+        with tempfile.TemporaryDirectory() as tmp:
+            lightning_overhead(denoiser, data, args.batch, tmp)
+    if {"gits", "truncation"} & set(args.only):
+        from fewstep.tasks.search import GITS_DEFAULTS
+
+        cost = gits_timings(denoiser, data, args.batch, GITS_DEFAULTS)
+        if "truncation" in args.only:
+            truncation_table(denoiser, data, cost, GITS_DEFAULTS)
 
 
 if __name__ == "__main__":
