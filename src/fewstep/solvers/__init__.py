@@ -6,6 +6,7 @@ import inspect
 
 from fewstep.errors import FewstepError
 from fewstep.solvers.afs import ReferenceAFS, make_afs_prior
+from fewstep.solvers.multistep import deis, dpmpp, ipndm_v, unipc
 from fewstep.solvers.nfe import SolverSpec, StepPlan, nfe_of, plan_for_schedule, plan_steps, spendable_nfes
 from fewstep.solvers.ode import dpm, euler, heun, ipndm
 
@@ -15,7 +16,11 @@ SOLVERS: dict[str, SolverSpec] = {
         SolverSpec("euler", euler, 1, 1, "Euler / DDIM"),
         SolverSpec("heun", heun, 2, 2, "Heun's 2nd order (EDM)"),
         SolverSpec("dpm", dpm, 2, 2, "DPM-Solver-2, singlestep (option r)"),
-        SolverSpec("ipndm", ipndm, 1, 4, "improved PNDM, Adams-Bashforth up to order 4 (option max_order)"),
+        SolverSpec("ipndm", ipndm, 1, 4, "improved PNDM: Adams-Bashforth with equal-step weights (max_order <= 4)"),
+        SolverSpec("ipndm_v", ipndm_v, 1, 4, "iPNDM with variable-step Adams-Bashforth weights (max_order <= 4)"),
+        SolverSpec("dpmpp", dpmpp, 1, 3, "DPM-Solver++ 2M/3M multistep, data prediction (max_order <= 3)"),
+        SolverSpec("unipc", unipc, 1, 3, "UniPC predictor-corrector, bh1/bh2 (max_order <= 3; corrector +1)"),
+        SolverSpec("deis", deis, 1, 3, "DEIS tAB, polynomial in VP time (max_order <= 4, default 3)"),
     ]
 }
 
@@ -41,14 +46,18 @@ __all__ = [
     "SolverSpec",
     "StepPlan",
     "check_options",
+    "deis",
     "dpm",
+    "dpmpp",
     "euler",
     "get_solver",
     "heun",
     "ipndm",
+    "ipndm_v",
     "make_afs_prior",
     "nfe_of",
     "plan_for_schedule",
     "plan_steps",
     "spendable_nfes",
+    "unipc",
 ]
