@@ -205,7 +205,8 @@ def unipc(
 
     The corrector reuses the model evaluation at the predicted point, which also feeds the next predictor, so it
     costs no extra NFE; it is skipped after the last step (nothing is evaluated there). `variant` picks B(h):
-    bh1 = h, bh2 = expm1(h) (in data prediction, with hh = -h).
+    bh1 = h, bh2 = expm1(h) (in data prediction, with hh = -h). Hence the callback's `denoised` after the first
+    step is D at the predicted point, not at the corrected `x`.
     """
     _check_order("unipc", max_order, 3)
     if variant not in ("bh1", "bh2"):

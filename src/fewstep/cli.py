@@ -1,0 +1,47 @@
+"""`python -m fewstep solvers|schedules`: what can be composed, with orders, NFE cost and options."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+_NOT_OPTIONS = {"denoiser", "x", "sigmas", "callback", "afs", "num_steps", "sigma_min", "sigma_max"}
+
+
+def _options(fn) -> str:
+    params = inspect.signature(fn).parameters.values()
+    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.name not in _NOT_OPTIONS) or "-"
+
+
+def solvers_table() -> str:
+    from fewstep.solvers import SOLVERS
+
+    lines = ["| solver | NFE per step | order | options | what it is |", "|---|---|---|---|---|"]
+    for spec in SOLVERS.values():
+        lines.append(f"| {spec.name} | {spec.nfe_per_step} | {spec.order} | {_options(spec.fn)} | {spec.summary} |")
+    lines.append("")
+    lines.append("Every solver also takes solver.afs=auto|true|false (analytical first step, saves 1 NFE) and")
+    lines.append("solver.afs_prior=gaussian|reference. 2-NFE solvers reach odd NFE with AFS.")
+    return "\n".join(lines)
+
+
+def schedules_table() -> str:
+    from fewstep.schedules import SCHEDULES
+    from fewstep.tasks.search import GITS_DEFAULTS
+
+    lines = ["| schedule | options |", "|---|---|"]
+    lines += [f"| {name} | {_options(fn)} |" for name, fn in SCHEDULES.items()]
+    lines.append("| explicit | sigmas=[...] (strictly decreasing, inside the model's range; a final 0 denoises) |")
+    lines.append(f"| gits | {', '.join(f'{k}={v!r}' for k, v in GITS_DEFAULTS.items())} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fewstep", description="List what fewstep can compose.")
+    parser.add_argument("what", choices=["solvers", "schedules"])
+    args = parser.parse_args(argv)
+    print(solvers_table() if args.what == "solvers" else schedules_table())
+
+
+if __name__ == "__main__":
+    main()
