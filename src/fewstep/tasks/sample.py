@@ -14,7 +14,7 @@ from fewstep.plotting import save_image_grid
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
 from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolve_schedule, resolved_config
-from fewstep.utils.logging import info, log_metrics_to_loggers
+from fewstep.utils.logging import info, log_run
 from fewstep.utils.shards import ShardStore
 from fewstep.utils.storage import atomic_save_json, atomic_write_bytes, content_key
 
@@ -119,7 +119,7 @@ def sample(cfg: DictConfig) -> dict | None:
         "world_size": trainer.world_size,
     }
     write_outputs(run_dir, cfg, setup, samples, metrics, search_record)
-    log_metrics_to_loggers(cfg, metrics)
+    log_run(cfg, metrics, run_dir / "samples.png")
     return metrics
 
 

@@ -1,12 +1,14 @@
-"""Rank-zero logging and the run's loggers (CSV by default).
+"""Rank-zero logging and the run's loggers (CSV by default; W&B and TensorBoard on request, several at once).
 
-Kept free of Lightning imports: importing Lightning costs seconds, and config errors should not wait for it.
+Kept free of Lightning imports at module level: importing Lightning costs seconds, and config errors should
+not wait for it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -38,15 +40,52 @@ def _flatten(prefix: str, node, out: dict) -> dict:
     return out
 
 
-def log_metrics_to_loggers(cfg: DictConfig, metrics: dict) -> None:
-    """Send the config and the scalar metrics to every logger configured under `logger`."""
+def run_identity(cfg: DictConfig, metrics: dict) -> dict:
+    """Name, tags and group of a run for dashboards; the group is the multirun sweep, if any."""
+    from hydra.core.hydra_config import HydraConfig
+
+    group, name = None, Path(cfg.paths.output_dir).name
+    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        group = Path(HydraConfig.get().sweep.dir).name
+    tags = [f"{key}:{metrics[key]}" for key in ("dataset", "model", "solver", "schedule", "nfe") if key in metrics]
+    return {"name": name, "group": group, "tags": tags}
+
+
+def _log_extras(logger, metrics: dict, grid_png: Path | None) -> None:
+    """The schedule as a table and the sample grid as an image, where the logger can show them."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    sigmas = metrics.get("sigmas", [])
+    if isinstance(logger, WandbLogger):
+        logger.log_table("schedule", columns=["step", "sigma"], data=[[i, s] for i, s in enumerate(sigmas)])
+        if grid_png is not None and grid_png.is_file():
+            logger.log_image("samples", images=[str(grid_png)])
+    elif isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_text("schedule", ", ".join(f"{s:.6g}" for s in sigmas))
+        if grid_png is not None and grid_png.is_file():
+            import matplotlib.pyplot as plt
+
+            logger.experiment.add_image("samples", plt.imread(grid_png)[..., :3], dataformats="HWC")
+
+
+def log_run(cfg: DictConfig, metrics: dict, grid_png: Path | None = None) -> None:
+    """Send the config, scalar metrics, schedule and sample grid to every logger under `logger`."""
     from fewstep.tasks.setup import resolved_config
 
+    identity = run_identity(cfg, metrics)
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
-        logger = instantiate(logger_cfg)
+        extra = {}
+        if logger_cfg["_target_"].endswith("WandbLogger"):
+            extra = {"name": identity["name"], "group": identity["group"], "tags": identity["tags"]}
+        logger = instantiate(logger_cfg, **extra)
         logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
         logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        _log_extras(logger, metrics, grid_png)
         logger.finalize("success")
-        log.info("logged metrics to %s logger", name)
+        if extra:  # W&B keeps a global run: close it, so nothing leaks into the next multirun job
+            import wandb
+
+            wandb.finish()
+        log.info("logged the run to the %s logger", name)
