@@ -18,7 +18,8 @@ def main(cfg: DictConfig):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print_run_dir(cfg)
-    return metrics.get("fd") if isinstance(metrics, dict) else None
+    # the value an optimizing sweeper (hydra/sweeper=optuna) minimises
+    return metrics.get(cfg.get("optimized_metric", "fid")) if isinstance(metrics, dict) else None
 
 
 if __name__ == "__main__":

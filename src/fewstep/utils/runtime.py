@@ -21,6 +21,8 @@ def quiet_lightning() -> None:
         ".*Couldn't infer the batch indices.*",
         ".*LeafSpec.*is deprecated.*",
         ".*litlogger.*",
+        ".*predict returned None.*",
+        ".*Total length of `DataLoader` across ranks is zero.*",  # expected when every seed is cached
     ):
         warnings.filterwarnings("ignore", pattern)
 
