@@ -9,6 +9,8 @@
    and DP timed separately; the DP alone for grid 61 and 10 steps.
 4. Truncation error (mean L2 to a Heun-100 reference from the same noise, 128 samples) of polynomial, logsnr and
    GITS schedules for each solver at NFE 4, 5, 6, 8, 10, with the ratio GITS / best baseline.
+5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
+   `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
 
 from __future__ import annotations
@@ -182,11 +184,68 @@ def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_sam
             )
 
 
+def evaluation(data, num_processes_samples: int = 512) -> None:
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from fewstep.metrics import build_features
+    from fewstep.metrics.inception import default_weights
+
+    print("\n## Evaluation\n")
+    print("| feature extractor | images | seconds | images/s |")
+    print("|---|---|---|---|")
+    for name, count in (("lenet", 2048), ("inception", 16)):
+        if name == "inception" and default_weights() is None:
+            print("| inception | - | - | weights not installed |")
+            continue
+        net = build_features(name, data.name)
+        images = data.images[:count]
+        net(images[:2])  # warm-up
+        start = time.perf_counter()
+        with torch.no_grad():
+            for chunk in images.split(64):
+                net(chunk)
+        seconds = time.perf_counter() - start
+        print(f"| {name} | {count} | {seconds:.2f} | {count / seconds:.1f} |")
+
+    root = Path(__file__).resolve().parents[1]
+    walls = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for devices in (1, 2):
+            args = [
+                sys.executable,
+                str(root / "run.py"),
+                f"num_samples={num_processes_samples}",
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={tmp}/run{devices}",
+                f"paths.cache_dir={tmp}/cache{devices}",
+            ]
+            if devices == 2:
+                args += ["trainer=ddp", "trainer.devices=2"]
+            start = time.perf_counter()
+            subprocess.run(args, cwd=root, check=True, capture_output=True)
+            walls[devices] = time.perf_counter() - start
+            metrics = json.loads((Path(tmp) / f"run{devices}" / "metrics.json").read_text())
+            walls[f"fid{devices}"] = metrics["fid"]
+    print(
+        f"\nWhole `run.py` job (mnist5k KDE, ipndm, NFE 5, {num_processes_samples} samples, reference "
+        "solution and dataset statistics computed, imports included):\n"
+    )
+    print("| processes | wall s | fid |")
+    print("|---|---|---|")
+    for devices in (1, 2):
+        print(f"| {devices} | {walls[devices]:.1f} | {walls[f'fid{devices}']:.4f} |")
+    print(f"\nspeed-up of 2 processes over 1: {walls[1] / walls[2]:.2f} (a 2-core machine)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=["overhead", "lightning", "gits", "truncation"])
+    parser.add_argument("--only", nargs="*", default=["overhead", "lightning", "gits", "truncation", "evaluation"])
     args = parser.parse_args()
     import tempfile
 
@@ -204,6 +263,8 @@ def main() -> None:
         cost = gits_timings(denoiser, data, args.batch, GITS_DEFAULTS)
         if "truncation" in args.only:
             truncation_table(denoiser, data, cost, GITS_DEFAULTS)
+    if "evaluation" in args.only:
+        evaluation(data)
 
 
 if __name__ == "__main__":

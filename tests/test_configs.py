@@ -98,3 +98,18 @@ def test_hydra_dirs_resolve(make_cfg):
     cfg = make_cfg()
     assert Path(cfg.paths.cache_dir).name == "cache"
     assert "ipndm_polynomial_nfe5" in cfg.hydra.run.dir
+
+
+@pytest.mark.parametrize("name", options("eval/features"))
+def test_eval_features_compose_and_build(make_cfg, name):
+    from fewstep import FewstepError
+    from fewstep.metrics import build_features
+
+    cfg = make_cfg(f"eval/features={name}", "dataset=digits")
+    try:
+        features = build_features(cfg.eval.features.name, "digits", cfg.eval.features.path)
+    except FewstepError as err:  # optional weights/packages: the error must say how to get them
+        assert "pip install" in str(err)
+        pytest.skip(f"{name}: optional dependency not installed here")
+    out = features(torch.rand(2, 1, 8, 8) * 2 - 1)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()

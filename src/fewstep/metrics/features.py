@@ -62,4 +62,10 @@ def build_features(name: str, dataset: str, path: str | None = None) -> nn.Modul
         from fewstep.metrics.inception import InceptionFeatures
 
         return InceptionFeatures(path)
-    raise FewstepError(f"unknown eval.features.name {name!r}; choose auto, pixels, lenet or inception")
+    if name == "inception_fidelity":
+        from fewstep.metrics.inception import FidelityInceptionFeatures
+
+        return FidelityInceptionFeatures()
+    raise FewstepError(
+        f"unknown eval.features.name {name!r}; choose auto, pixels, lenet, inception or inception_fidelity"
+    )

@@ -78,3 +78,27 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.net(prepare(images).to(next(self.net.parameters()).device))
         return features.flatten(2).mean(2) if features.dim() > 2 else features
+
+
+class FidelityInceptionFeatures(nn.Module):
+    """torch-fidelity's Inception-v3 (GPU machines with the `fidelity` extra; it needs torchvision)."""
+
+    dim, name, identity = 2048, "inception_fidelity", "inception:torch-fidelity:inception-v3-compat"
+
+    def __init__(self):
+        super().__init__()
+        try:
+            from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        except ImportError as err:
+            raise FewstepError(
+                "eval/features=inception_fidelity needs torch-fidelity (pip install -e '.[fidelity]' on a GPU "
+                "machine; it pulls torchvision). Offline on CPU use eval/features=inception instead."
+            ) from err
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = ((images.float() + 1) * 127.5).clamp(0, 255).round().to(torch.uint8)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)[0]
