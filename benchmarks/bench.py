@@ -9,6 +9,8 @@
    and DP timed separately; the DP alone for grid 61 and 10 steps.
 4. Truncation error (mean L2 to a Heun-100 reference from the same noise, 128 samples) of polynomial, logsnr and
    GITS schedules for each solver at NFE 4, 5, 6, 8, 10, with the ratio GITS / best baseline.
+6. Per-step solver overhead of dpmpp and unipc against the same diffusers scheduler loop on the same denoiser
+   (benchmarks/diffusers_overhead.py; needs the dev extra).
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -245,7 +247,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=["overhead", "lightning", "gits", "truncation", "evaluation"])
+    parser.add_argument(
+        "--only", nargs="*", default=["overhead", "lightning", "gits", "truncation", "diffusers", "evaluation"]
+    )
     args = parser.parse_args()
     import tempfile
 
@@ -263,6 +267,10 @@ def main() -> None:
         cost = gits_timings(denoiser, data, args.batch, GITS_DEFAULTS)
         if "truncation" in args.only:
             truncation_table(denoiser, data, cost, GITS_DEFAULTS)
+    if "diffusers" in args.only:
+        from diffusers_overhead import diffusers_overhead
+
+        diffusers_overhead(denoiser, data.shape, args.batch, args.repeats)
     if "evaluation" in args.only:
         evaluation(data)
 
