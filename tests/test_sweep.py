@@ -4,6 +4,8 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 from fewstep.sweep import markdown, pivot
 
 from .conftest import ROOT
@@ -76,6 +78,7 @@ def test_optuna_sweep_over_the_gits_coeff(tmp_path):
     assert len(list((tmp_path / "cache" / "gits" / "costs").glob("*.pt"))) == 1  # one warm-up for all trials
 
 
+@pytest.mark.slow  # ~40 s: two fresh processes import Lightning; run by `make test-full`
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [

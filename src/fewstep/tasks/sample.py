@@ -1,4 +1,4 @@
-"""`task=sample`: sample with the chosen solver and schedule, then measure truncation error and FD."""
+"""`task=sample`: sample with the chosen solver and schedule, then measure truncation error and FID."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def sample(cfg: DictConfig) -> dict | None:
         "world_size": trainer.world_size,
     }
     write_outputs(run_dir, cfg, setup, run.store.load(seeds[: int(cfg.eval.grid_size)]), metrics, search_record)
-    log_run(cfg, metrics, run_dir / "samples.png")
+    log_run(cfg, metrics, {"samples": run_dir / "samples.png"})
     return metrics
 
 

@@ -51,25 +51,28 @@ def run_identity(cfg: DictConfig, metrics: dict) -> dict:
     return {"name": name, "group": group, "tags": tags}
 
 
-def _log_extras(logger, metrics: dict, grid_png: Path | None) -> None:
-    """The schedule as a table and the sample grid as an image, where the logger can show them."""
+def _log_extras(logger, metrics: dict, images: dict[str, Path]) -> None:
+    """The schedule as a table and the PNGs as images, where the logger can show them."""
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
     sigmas = metrics.get("sigmas", [])
+    images = {name: path for name, path in images.items() if Path(path).is_file()}
     if isinstance(logger, WandbLogger):
-        logger.log_table("schedule", columns=["step", "sigma"], data=[[i, s] for i, s in enumerate(sigmas)])
-        if grid_png is not None and grid_png.is_file():
-            logger.log_image("samples", images=[str(grid_png)])
+        if sigmas:
+            logger.log_table("schedule", columns=["step", "sigma"], data=[[i, s] for i, s in enumerate(sigmas)])
+        for name, path in images.items():
+            logger.log_image(name, images=[str(path)])
     elif isinstance(logger, TensorBoardLogger):
-        logger.experiment.add_text("schedule", ", ".join(f"{s:.6g}" for s in sigmas))
-        if grid_png is not None and grid_png.is_file():
-            import matplotlib.pyplot as plt
+        if sigmas:
+            logger.experiment.add_text("schedule", ", ".join(f"{s:.6g}" for s in sigmas))
+        import matplotlib.pyplot as plt
 
-            logger.experiment.add_image("samples", plt.imread(grid_png)[..., :3], dataformats="HWC")
+        for name, path in images.items():
+            logger.experiment.add_image(name, plt.imread(path)[..., :3], dataformats="HWC")
 
 
-def log_run(cfg: DictConfig, metrics: dict, grid_png: Path | None = None) -> None:
-    """Send the config, scalar metrics, schedule and sample grid to every logger under `logger`."""
+def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = None) -> None:
+    """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger under `logger`."""
     from fewstep.tasks.setup import resolved_config
 
     identity = run_identity(cfg, metrics)
@@ -82,7 +85,7 @@ def log_run(cfg: DictConfig, metrics: dict, grid_png: Path | None = None) -> Non
         logger = instantiate(logger_cfg, **extra)
         logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
         logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
-        _log_extras(logger, metrics, grid_png)
+        _log_extras(logger, metrics, images or {})
         logger.finalize("success")
         if extra:  # W&B keeps a global run: close it, so nothing leaks into the next multirun job
             import wandb

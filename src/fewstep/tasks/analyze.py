@@ -1,0 +1,134 @@
+"""`task=analyze`: the geometry of sampling trajectories for any dataset x model (Chen et al. 2023, 2024).
+
+Trajectories x(sigma) and the denoising trajectory D(x(sigma), sigma) are recorded on a fine polynomial grid in
+batches, streamed to `trajectories/*.npz`, and each batch is reduced at once to per-sample measures, so memory is
+bounded by one batch. Writes metrics.json (flat keys) and one PNG per view; both go to the active loggers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fewstep.data import seeded_noise
+from fewstep.geometry import (
+    chord_deviation_curves,
+    distance_to_final,
+    effective_modes,
+    mean_shift_step,
+    pca_explained_variance,
+    record_trajectories,
+    score_deviation,
+    shape_similarity,
+    stream_to_npz,
+    turning_angles,
+)
+from fewstep.models import KDEDenoiser
+from fewstep.schedules import polynomial
+from fewstep.solvers import get_solver
+from fewstep.tasks.setup import build_dataset, build_denoiser
+from fewstep.utils.logging import info, log_run
+from fewstep.utils.storage import atomic_save_json
+
+
+def _per_sample(batch, denoiser, optimal, shape) -> dict:
+    """Every measure of one batch, per sample (and per sigma where it is a curve)."""
+    out = {
+        "pca": pca_explained_variance(batch.states, k=3),  # (B, 3)
+        "deviation": chord_deviation_curves(batch.states),  # (T+1, B)
+        "turning": turning_angles(batch.states),  # (T-1, B)
+    }
+    out["distance_sampling"], out["distance_denoising"] = distance_to_final(batch.states, batch.denoised)
+    if optimal is not None:
+        out["score_deviation"] = score_deviation(denoiser, optimal, batch.states, batch.sigmas, shape=shape)
+    kde = optimal if optimal is not None else denoiser if isinstance(denoiser, KDEDenoiser) else None
+    if kde is not None:
+        sigmas = batch.sigmas.tolist()
+        out["modes"] = torch.stack([effective_modes(kde.weights(batch.states[i].reshape(-1, *shape), sigmas[i]))
+                                    for i in range(len(sigmas) - 1)])  # fmt: skip
+    return out
+
+
+def _concat(parts: list[dict]) -> dict:
+    return {key: torch.cat([p[key] for p in parts], dim=0 if key == "pca" else 1) for key in parts[0]}
+
+
+def _median(t: torch.Tensor) -> float:
+    return float(t.double().median())
+
+
+def summarize(m: dict, sigmas: torch.Tensor) -> dict:
+    top = m["pca"]
+    shape = shape_similarity(m["deviation"])
+    mid = [i for i, s in enumerate(sigmas.tolist()[:-1]) if 1.0 <= s <= 5.0]
+    closer = (m["distance_denoising"] < m["distance_sampling"])[:-1].double().mean().item()
+    metrics = {
+        **{
+            f"pca_top{k + 1}_{stat}": float(getattr(top[:, k].double(), stat)())
+            for k in range(3)
+            for stat in ("min", "median", "max")
+        },  # fmt: skip
+        "pca_top3_above_0.85_fraction": float((top[:, 2] > 0.85).double().mean()),
+        "chord_deviation_max_median": _median(m["deviation"].max(0).values),
+        "chord_deviation_argmax_sigma_median": _median(sigmas[shape["argmax"]]),
+        "shape_spread": float(shape["spread"]),
+        "turning_angle_max_median": _median(m["turning"].max(0).values),
+        "denoising_closer_fraction": closer,
+        "distance_sampling_at_sigma_1_5_median": _median(m["distance_sampling"][mid]) if mid else None,
+        "distance_denoising_at_sigma_1_5_median": _median(m["distance_denoising"][mid]) if mid else None,
+        "sigmas": sigmas.tolist(),
+        "chord_deviation_mean_curve": shape["mean"].tolist(),
+        "distance_sampling_median_curve": m["distance_sampling"].double().median(1).values.tolist(),
+        "distance_denoising_median_curve": m["distance_denoising"].double().median(1).values.tolist(),
+    }
+    if "modes" in m:
+        metrics["effective_modes_median_curve"] = m["modes"].double().median(1).values.tolist()
+    if "score_deviation" in m:
+        metrics["score_deviation_median_curve"] = m["score_deviation"].double().median(1).values.tolist()
+        metrics["score_deviation_max_median"] = _median(m["score_deviation"].max(0).values)
+    return metrics
+
+
+def mean_shift_check(data: torch.Tensor, x: torch.Tensor, sigmas=(0.05, 0.5, 5.0, 50.0)) -> float:
+    """Max |D_KDE(x, sigma) - one Gaussian mean-shift step of bandwidth sigma| in float64."""
+    kde = KDEDenoiser(data, dtype="float64")
+    flat = data.reshape(len(data), -1).double()
+    return max((kde(x.double(), s).flatten(1) - mean_shift_step(x.double().flatten(1), flat, s)).abs().max().item()
+               for s in sigmas)  # fmt: skip
+
+
+def analyze(cfg) -> dict:
+    task = cfg.task
+    dataset = build_dataset(cfg)
+    denoiser = build_denoiser(cfg, dataset)
+    optimal = None if isinstance(denoiser, KDEDenoiser) else KDEDenoiser(dataset.images)  # for score deviation
+    spec = get_solver(task.solver)
+    sigmas = polynomial(int(task.num_steps), float(cfg.model.sigma_min), float(cfg.model.sigma_max), rho=task.rho)
+    seeds = torch.arange(int(cfg.seed), int(cfg.seed) + int(task.num_samples))
+    run_dir = Path(cfg.paths.output_dir)
+    parts, first = [], None
+
+    def batches():
+        nonlocal first
+        for chunk in seeds.split(int(cfg.batch_size)):
+            x = seeded_noise(chunk, dataset.shape) * float(sigmas[0])
+            batch = record_trajectories(spec.fn, denoiser, x, sigmas, seeds=chunk)
+            parts.append(_per_sample(batch, denoiser, optimal, dataset.shape))
+            first = first or batch
+            info(f"recorded {len(chunk)} trajectories of {len(sigmas) - 1} {spec.name} steps")
+            yield batch
+
+    stream_to_npz(run_dir / "trajectories", batches())
+    metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name, "num_samples": len(seeds),
+               "num_steps": len(sigmas) - 1, **summarize(_concat(parts), sigmas)}  # fmt: skip
+    if cfg.model.name == "kde" or optimal is not None:
+        middle = first.states[len(sigmas) // 2][:4].reshape(-1, *dataset.shape)  # points along a trajectory
+        metrics["mean_shift_max_abs_error"] = mean_shift_check(dataset.images[:500], middle)
+    from fewstep.plotting import plot_geometry
+
+    images = plot_geometry(first, _concat(parts), sigmas, dataset.shape, run_dir)
+    atomic_save_json(run_dir / "metrics.json", metrics)
+    log_run(cfg, metrics, images)
+    info("geometry: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
