@@ -9,6 +9,8 @@
    and DP timed separately; the DP alone for grid 61 and 10 steps.
 4. Truncation error (mean L2 to a Heun-100 reference from the same noise, 128 samples) of polynomial, logsnr and
    GITS schedules for each solver at NFE 4, 5, 6, 8, 10, with the ratio GITS / best baseline.
+7. Trajectory analysis: wall time and peak memory of `python run.py task=analyze` for 256 trajectories of 100
+   steps on mnist5k (the KDE denoiser), imports included.
 6. Per-step solver overhead of dpmpp and unipc against the same diffusers scheduler loop on the same denoiser
    (benchmarks/diffusers_overhead.py; needs the dev extra).
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
@@ -254,12 +256,36 @@ def evaluation(data, num_processes_samples: int = 512) -> None:
     print(f"\nspeed-up of 2 processes over 1: {walls[1] / walls[2]:.2f} (a 2-core machine)")
 
 
+def analysis(num_samples: int = 256, num_steps: int = 100) -> None:
+    import resource
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [sys.executable, str(root / "run.py"), "task=analyze", f"task.num_samples={num_samples}",
+                f"task.num_steps={num_steps}", f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(args, cwd=root, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        stored = sum(p.stat().st_size for p in (Path(tmp) / "run" / "trajectories").glob("*.npz")) / 2**20
+    print(f"\n## Trajectory analysis ({num_samples} trajectories x {num_steps} heun steps, mnist5k KDE)\n")
+    print("| wall s (imports included) | peak RSS MiB (largest child process) | trajectories on disk MiB |")
+    print("|---|---|---|")
+    print(f"| {wall:.1f} | {peak_mib:.0f} | {stored:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--only", nargs="*", default=["overhead", "lightning", "gits", "truncation", "diffusers", "evaluation"]
+        "--only",
+        nargs="*",
+        default=["overhead", "lightning", "gits", "truncation", "diffusers", "evaluation", "analysis"],
     )
     args = parser.parse_args()
     import tempfile
@@ -284,6 +310,8 @@ def main() -> None:
         diffusers_overhead(denoiser, data.shape, args.batch, args.repeats)
     if "evaluation" in args.only:
         evaluation(data)
+    if "analysis" in args.only:
+        analysis()
 
 
 if __name__ == "__main__":

@@ -70,6 +70,8 @@ def summarize(m: dict, sigmas: torch.Tensor) -> dict:
             for stat in ("min", "median", "max")
         },  # fmt: skip
         "pca_top3_above_0.85_fraction": float((top[:, 2] > 0.85).double().mean()),
+        # PC 1 is mostly the straight noise -> sample line; how much of what it leaves do PCs 2-3 capture?
+        "pca_beyond_top1_captured_by_2_3_median": _median((top[:, 2] - top[:, 0]) / (1 - top[:, 0]).clamp(min=1e-300)),
         "chord_deviation_max_median": _median(m["deviation"].max(0).values),
         "chord_deviation_argmax_sigma_median": _median(sigmas[shape["argmax"]]),
         "shape_spread": float(shape["spread"]),
