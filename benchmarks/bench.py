@@ -32,6 +32,8 @@ from fewstep.models import KDEDenoiser
 from fewstep.schedules import polynomial
 from fewstep.solvers import SOLVERS, make_afs_prior, plan_steps
 
+DETERMINISTIC = {name: spec for name, spec in SOLVERS.items() if not spec.stochastic}
+
 
 def min_seconds(fn, repeats: int) -> float:
     fn()
@@ -74,7 +76,7 @@ def solver_overhead(denoiser, data, batch: int, repeats: int) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for nfe in (5, 10):
-        for name, spec in SOLVERS.items():
+        for name, spec in DETERMINISTIC.items():
             plan = plan_steps(spec, nfe)
             sigmas = polynomial(plan.num_steps, 0.002, 80.0)
             afs = make_afs_prior("gaussian", data.images) if plan.afs else None
@@ -171,7 +173,7 @@ def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_sam
     print(f"\n## Truncation error vs a Heun-100 reference ({num_samples} samples, KDE on mnist5k)\n")
     print("| solver | NFE | steps | AFS | polynomial | logsnr | gits | gits / best baseline |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, spec in SOLVERS.items():
+    for name, spec in DETERMINISTIC.items():
         for nfe in (4, 5, 6, 8, 10):
             plan = plan_steps(spec, nfe)
             afs = make_afs_prior("gaussian", data.images) if plan.afs else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import inspect
 
-_NOT_OPTIONS = {"denoiser", "x", "sigmas", "callback", "afs", "num_steps", "sigma_min", "sigma_max"}
+_NOT_OPTIONS = {"denoiser", "x", "sigmas", "callback", "afs", "noise", "num_steps", "sigma_min", "sigma_max"}
 
 
 def _options(fn) -> str:

@@ -59,9 +59,11 @@ class SamplingModule(SeedShardedModule):
         batch_size: int = 64,
         solver_options: dict | None = None,
         afs=None,
+        stochastic: bool = False,
     ):
         super().__init__(denoiser, shape, seeds, batch_size)
         self.solver = solver
+        self.stochastic = stochastic
         self.sigmas = sigmas.to(torch.float64).cpu()
         self.store = store
         self.solver_options = dict(solver_options or {})
@@ -76,8 +78,13 @@ class SamplingModule(SeedShardedModule):
         x = self.noise(seeds, float(self.sigmas[0]))
         counter = CountingDenoiser(self.denoiser)
         afs = self.afs.to(self.device) if isinstance(self.afs, torch.nn.Module) else self.afs
+        options = dict(self.solver_options)
+        if self.stochastic:  # step noise from per-seed generators too: samples do not depend on the batching
+            from fewstep.solvers.sde import per_sample_noise
+
+            options["noise"] = per_sample_noise(seeds, self.shape, dtype=x.dtype, device=x.device)
         start = time.perf_counter()
-        samples = self.solver(counter, x, self.sigmas, afs=afs, **self.solver_options)
+        samples = self.solver(counter, x, self.sigmas, afs=afs, **options)
         self.solver_seconds += time.perf_counter() - start
         if not torch.isfinite(samples).all():
             raise FloatingPointError(

@@ -33,7 +33,7 @@ def get_solver(name: str) -> SolverSpec:
 
 def check_options(spec: SolverSpec, options: dict) -> dict:
     """Reject options the solver function does not take (a typo must not be silently ignored)."""
-    accepted = set(inspect.signature(spec.fn).parameters) - {"denoiser", "x", "sigmas", "callback", "afs"}
+    accepted = set(inspect.signature(spec.fn).parameters) - {"denoiser", "x", "sigmas", "callback", "afs", "noise"}
     unknown = set(options) - accepted
     if unknown:
         raise FewstepError(f"solver {spec.name!r} takes options {sorted(accepted)}, not {sorted(unknown)}")

@@ -22,6 +22,7 @@ class SolverSpec:
     nfe_per_step: int
     order: int
     summary: str
+    stochastic: bool = False  # takes `noise=`, a per-sample source of standard normal draws
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,7 @@ def sample(cfg: DictConfig) -> dict | None:
         cfg.batch_size,
         setup.solver_options,
         setup.afs_prior,
+        setup.spec.stochastic,
     )
     trainer.predict(run, return_predictions=False)
     ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
