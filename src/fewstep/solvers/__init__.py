@@ -9,6 +9,7 @@ from fewstep.solvers.afs import ReferenceAFS, make_afs_prior
 from fewstep.solvers.multistep import deis, dpmpp, ipndm_v, unipc
 from fewstep.solvers.nfe import SolverSpec, StepPlan, nfe_of, plan_for_schedule, plan_steps, spendable_nfes
 from fewstep.solvers.ode import dpm, euler, heun, ipndm
+from fewstep.solvers.sde import edm_stochastic, er_sde, euler_ancestral, per_sample_noise
 
 SOLVERS: dict[str, SolverSpec] = {
     spec.name: spec
@@ -21,6 +22,9 @@ SOLVERS: dict[str, SolverSpec] = {
         SolverSpec("dpmpp", dpmpp, 1, 3, "DPM-Solver++ 2M/3M multistep, data prediction (max_order <= 3)"),
         SolverSpec("unipc", unipc, 1, 3, "UniPC predictor-corrector, bh1/bh2 (max_order <= 3; corrector +1)"),
         SolverSpec("deis", deis, 1, 3, "DEIS tAB, polynomial in VP time (max_order <= 4, default 3)"),
+        SolverSpec("er_sde", er_sde, 1, 3, "ER-SDE-Solver 1/2/3, VE form, noise scale phi (stochastic)", True),
+        SolverSpec("euler_ancestral", euler_ancestral, 1, 1, "Euler ancestral, k-diffusion (eta; stochastic)", True),
+        SolverSpec("edm_stochastic", edm_stochastic, 2, 2, "EDM Algorithm 2, Heun with churn (stochastic)", True),
     ]
 }
 
@@ -49,6 +53,9 @@ __all__ = [
     "deis",
     "dpm",
     "dpmpp",
+    "edm_stochastic",
+    "er_sde",
+    "euler_ancestral",
     "euler",
     "get_solver",
     "heun",
@@ -56,6 +63,7 @@ __all__ = [
     "ipndm_v",
     "make_afs_prior",
     "nfe_of",
+    "per_sample_noise",
     "plan_for_schedule",
     "plan_steps",
     "spendable_nfes",
