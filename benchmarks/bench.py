@@ -9,6 +9,8 @@
    and DP timed separately; the DP alone for grid 61 and 10 steps.
 4. Truncation error (mean L2 to a Heun-100 reference from the same noise, 128 samples) of polynomial, logsnr and
    GITS schedules for each solver at NFE 4, 5, 6, 8, 10, with the ratio GITS / best baseline.
+8. Stochastic samplers: Fréchet distance to the data (LeNet features and pixels, 512 samples) at NFE 10, 20, 50
+   for ER-SDE 1/2/3, Euler ancestral, EDM stochastic, and the ODE solvers dpmpp and unipc (KDE on mnist5k).
 7. Trajectory analysis: wall time and peak memory of `python run.py task=analyze` for 256 trajectories of 100
    steps on mnist5k (the KDE denoiser), imports included.
 6. Per-step solver overhead of dpmpp and unipc against the same diffusers scheduler loop on the same denoiser
@@ -280,6 +282,39 @@ def analysis(num_samples: int = 256, num_steps: int = 100) -> None:
     print(f"| {wall:.1f} | {peak_mib:.0f} | {stored:.0f} |")
 
 
+def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -> None:
+    from fewstep.metrics import FeatureStats, build_features, frechet_distance
+    from fewstep.solvers import per_sample_noise
+
+    lenet = build_features("lenet", data.name)
+    reference = {}
+    for name, features in (("fid", lenet), ("fd", lambda x: x.flatten(1))):
+        stats = FeatureStats(128 if name == "fid" else data.images[0].numel()).update(features(data.images))
+        reference[name] = (features, stats.mean_cov())
+    solvers = [("er_sde", {"order": 1}), ("er_sde", {"order": 2}), ("er_sde", {"order": 3}),
+               ("euler_ancestral", {}), ("edm_stochastic", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0,
+               "s_noise": 1.003}), ("dpmpp", {}), ("unipc", {})]  # fmt: skip
+    print(f"\n## Stochastic vs ODE samplers: distance to the data ({num_samples} samples, KDE on mnist5k)\n")
+    print("| solver | options | NFE | steps | FID (LeNet) | FD (pixels) |")
+    print("|---|---|---|---|---|---|")
+    for nfe in (10, 20, 50):
+        for name, options in solvers:
+            spec = SOLVERS[name]
+            plan = plan_steps(spec, nfe)
+            sigmas = polynomial(plan.num_steps, 0.002, 80.0)
+            afs = make_afs_prior("gaussian", data.images) if plan.afs else None
+            stats = {key: FeatureStats(ref[1][0].shape[0]) for key, ref in reference.items()}
+            for chunk in torch.arange(num_samples).split(batch):
+                x = seeded_noise(chunk, data.shape) * 80.0
+                extra = {"noise": per_sample_noise(chunk, data.shape)} if spec.stochastic else {}
+                out = spec.fn(denoiser, x, sigmas, afs=afs, **options, **extra)
+                for key, (features, _) in reference.items():
+                    stats[key].update(features(out))
+            distances = [frechet_distance(*stats[key].mean_cov(), *reference[key][1]) for key in ("fid", "fd")]
+            shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+            print(f"| {name} | {shown} | {nfe} | {plan.num_steps} | {distances[0]:.2f} | {distances[1]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
@@ -287,7 +322,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        default=["overhead", "lightning", "gits", "truncation", "diffusers", "evaluation", "analysis"],
+        default=["overhead", "lightning", "gits", "truncation", "diffusers", "stochastic", "evaluation", "analysis"],
     )
     args = parser.parse_args()
     import tempfile
@@ -310,6 +345,8 @@ def main() -> None:
         from diffusers_overhead import diffusers_overhead
 
         diffusers_overhead(denoiser, data.shape, args.batch, args.repeats)
+    if "stochastic" in args.only:
+        stochastic_table(denoiser, data)
     if "evaluation" in args.only:
         evaluation(data)
     if "analysis" in args.only:
