@@ -84,6 +84,13 @@ def test_resume_skips_finished_seeds(make_cfg, tmp_path):
         (["schedule=explicit", "nfe=3"], "set nfe=5"),
         (["solver.max_order=7"], "max_order must be 1, 2, 3 or 4"),
         (["+solver.orderr=2"], "not ['orderr']"),
+        (["batch_size=0"], "batch_size must be at least 1"),
+        (["eval.grid_size=0"], "eval.grid_size"),
+        (["schedule=time_uniform", "schedule.epsilon_s=0"], "epsilon_s"),
+        (["eval.reference.solver=er_sde"], "must be an ODE solution"),
+        (["schedule=gits", "nfe=70"], "cannot provide"),
+        (["schedule=explicit", "denoise_to_zero=true"], "end it with 0"),
+        (["task=analyze", "task.solver=euler_ancestral"], "stochastic"),
     ],
 )
 def test_bad_input_is_a_clear_error(make_cfg, overrides, message):

@@ -73,8 +73,9 @@ def test_optuna_sweep_over_the_gits_coeff(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     best = (sweep / "optimization_results.yaml").read_text()
     assert "schedule.coeff" in best and "best_value" in best
-    coeffs = {row["job"]: row for row in csv.DictReader(open(sweep / "summary.csv"))}
-    assert len(coeffs) == 3
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 3 and all(r["variant"].startswith("schedule.coeff=") for r in rows)
+    assert (sweep / "summary.md").read_text().count("| ipndm | gits schedule.coeff=") == 3  # one row per trial
     assert len(list((tmp_path / "cache" / "gits" / "costs").glob("*.pt"))) == 1  # one warm-up for all trials
 
 

@@ -136,6 +136,7 @@ class WarmupModule(SeedShardedModule):
     def reduced(self) -> tuple[torch.Tensor, int]:
         """Cost sums and sample count summed over all ranks."""
         strategy = self.trainer.strategy
-        total = strategy.reduce(self.cost_sum.to(self.device), reduce_op="sum").cpu()
-        count = strategy.reduce(torch.tensor(float(self.count), device=self.device), reduce_op="sum")
+        device = strategy.root_device  # not self.device: after predict the module is back on the CPU
+        total = strategy.reduce(self.cost_sum.to(device), reduce_op="sum").cpu()
+        count = strategy.reduce(torch.tensor(float(self.count), device=device), reduce_op="sum")
         return total, int(count.item())

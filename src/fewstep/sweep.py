@@ -18,12 +18,29 @@ from hydra.experimental.callback import Callback
 log = logging.getLogger(__name__)
 
 
+_TABLE_AXES = ("solver", "schedule", "nfe")
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    return dict(item.split("=", 1) for item in OmegaConf.load(path) if "=" in item)
+
+
 def collect(sweep_dir: Path) -> list[dict]:
-    rows = []
+    """One row per job; overrides that vary across the sweep (other than the table's axes) become a `variant`,
+    so jobs that differ only in them (an Optuna sweep over schedule.coeff, say) stay apart."""
+    jobs = []
     for path in sorted(Path(sweep_dir).glob("*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        rows.append({"job": path.parent.name, **{k: v for k, v in metrics.items() if not isinstance(v, list)}})
-    return rows
+        metrics = {k: v for k, v in json.loads(path.read_text()).items() if not isinstance(v, list)}
+        jobs.append((path.parent.name, metrics, _overrides(path.parent)))
+    keys = {k for _, _, o in jobs for k in o if k not in _TABLE_AXES}
+    varying = sorted(k for k in keys if len({o.get(k) for _, _, o in jobs}) > 1)
+    return [{"job": name, "variant": " ".join(f"{k}={o.get(k)}" for k in varying), **metrics}
+            for name, metrics, o in jobs]  # fmt: skip
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -38,7 +55,8 @@ def pivot(rows: list[dict], metric: str) -> tuple[list[int], dict[tuple[str, str
     table: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
     for row in rows:
         if metric in row:
-            table[(row["solver"], row["schedule"])][int(row["nfe"])] = float(row[metric])
+            schedule = f"{row['schedule']} {row['variant']}".strip() if row.get("variant") else row["schedule"]
+            table[(row["solver"], schedule)][int(row["nfe"])] = float(row[metric])
     nfes = sorted({nfe for cells in table.values() for nfe in cells})
     return nfes, dict(sorted(table.items()))
 

@@ -16,6 +16,13 @@ from fewstep.errors import FewstepError
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
+def file_digest(path: Path) -> str:
+    """What cached statistics are keyed by: the weights' bytes (same-size files differ)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 class PixelFeatures(nn.Module):
     identity = name = "pixels"
 
@@ -43,7 +50,7 @@ class LeNetFeatures(nn.Module):
             raise FewstepError(f"cannot load LeNet weights {path} ({err}); retrain with task=train_features") from err
         self.net.eval()
         self.dim, self.name = self.net.dim, "lenet"
-        self.identity = f"lenet:{path.name}:{path.stat().st_size}"
+        self.identity = f"lenet:{file_digest(path)}"
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -72,7 +72,9 @@ class InceptionFeatures(nn.Module):
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as err:
             raise FewstepError(f"cannot load the Inception TorchScript {path}: {err}") from err
-        self.identity = f"inception:{path.name}:{path.stat().st_size}"
+        from fewstep.metrics.features import file_digest
+
+        self.identity = f"inception:{file_digest(path)}"
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -63,6 +63,8 @@ def vp_time(
     sigma(epsilon_s) = sigma_min, as in the GITS reference code (and DPM-Solver's VP time schedules).
     """
     check_range(num_steps, sigma_min, sigma_max)
+    if not 0 < epsilon_s < 1:
+        raise FewstepError(f"schedule.epsilon_s (the VP end time) must lie in (0, 1), got {epsilon_s}")
     log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
     beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
     beta_min = log_max - 0.5 * beta_d

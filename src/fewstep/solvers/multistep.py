@@ -3,7 +3,8 @@
 All follow the shared signature of `fewstep.solvers.ode` and work in the sigma parametrisation. The order rises
 1, 2, ... as history accumulates; with `lower_order_final` it falls again over the last steps
 (order = min(max_order, steps done + 1, steps left)), as in diffusers and the GITS reference code. A step to
-sigma = 0 is always first order (it returns the data prediction).
+sigma = 0 returns the data prediction in dpmpp and unipc; the Adams-Bashforth solvers (ipndm_v, deis) take their
+usual update there, as ipndm does (their slopes were evaluated at sigma > 0).
 """
 
 from __future__ import annotations

@@ -92,15 +92,15 @@ def plan_steps(spec: SolverSpec, nfe: int, afs: str | bool = "auto", denoise_to_
     )
 
 
-def plan_for_schedule(spec: SolverSpec, num_sigmas: int, afs: str | bool, denoise_to_zero: bool) -> StepPlan:
-    """The plan implied by an explicit sigma list (its length fixes the step count)."""
+def plan_for_schedule(
+    spec: SolverSpec, num_sigmas: int, afs: str | bool, denoise_to_zero: bool, nfe: int | None = None
+) -> StepPlan:
+    """The plan implied by an explicit sigma list (its length fixes the step count); with `afs=auto`, AFS is
+    used where that is what makes the list cost `nfe`."""
     steps = num_sigmas - 1
-    choice = _afs_choices(spec, afs)[0]
+    choices = _afs_choices(spec, afs)
+    matching = [c for c in choices if nfe_of(spec, steps, c, denoise_to_zero) == nfe]
+    choice = (matching or choices)[0]
     return StepPlan(
-        spec.name,
-        steps,
-        choice,
-        denoise_to_zero,
-        nfe_of(spec, steps, choice, denoise_to_zero),
-        spec.nfe_per_step,
+        spec.name, steps, choice, denoise_to_zero, nfe_of(spec, steps, choice, denoise_to_zero), spec.nfe_per_step
     )

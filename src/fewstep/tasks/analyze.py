@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from fewstep.data import seeded_noise
+from fewstep.errors import FewstepError
 from fewstep.geometry import (
     chord_deviation_curves,
     distance_to_final,
@@ -106,6 +107,9 @@ def analyze(cfg) -> dict:
     denoiser = build_denoiser(cfg, dataset)
     optimal = None if isinstance(denoiser, KDEDenoiser) else KDEDenoiser(dataset.images)  # for score deviation
     spec = get_solver(task.solver)
+    if spec.stochastic:
+        raise FewstepError(f"task.solver={spec.name} is stochastic; trajectory geometry is that of the ODE: "
+                           "use heun, euler, dpmpp, ...")  # fmt: skip
     sigmas = polynomial(int(task.num_steps), float(cfg.model.sigma_min), float(cfg.model.sigma_max), rho=task.rho)
     seeds = torch.arange(int(cfg.seed), int(cfg.seed) + int(task.num_samples))
     run_dir = Path(cfg.paths.output_dir)

@@ -59,6 +59,23 @@ def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise FewstepError(f"eval.reference_stats: no file {path}") from err
     except KeyError as err:
         raise FewstepError(f"eval.reference_stats {path} has no {err} array (needs mu and sigma)") from err
+    except (OSError, ValueError) as err:
+        raise FewstepError(f"eval.reference_stats {path} is not a readable npz file ({err})") from err
+
+
+def prepare_features(eval_cfg, dataset):
+    """The feature extractor and the published statistics, if any, checked before any sampling is spent."""
+    features = build_features(eval_cfg.features.name, dataset.name, eval_cfg.features.get("path"))
+    published = None
+    if eval_cfg.get("reference_stats"):
+        published = load_statistics(eval_cfg.reference_stats)
+        dim = features.dim if features.name != "pixels" else pixels_dim(dataset)
+        if published[0].shape != (dim,):
+            raise FewstepError(
+                f"eval.reference_stats has {published[0].shape[0]}-d statistics but eval/features={features.name} "
+                f"gives {dim}-d features; published EDM/GITS statistics need eval/features=inception"
+            )
+    return features, published
 
 
 class EvalSums:
@@ -105,10 +122,12 @@ def pixels_dim(dataset) -> int:
     return int(np.prod(dataset.shape))
 
 
-def evaluate(trainer, seeds, run_store, reference_store, dataset, eval_cfg, cache_dir, batch_size: int) -> dict | None:
-    """All ranks: reduce their seeds; rank 0 returns the metrics (others None)."""
+def evaluate(trainer, seeds, run_store, reference_store, dataset, prepared, cache_dir, batch_size: int) -> dict | None:
+    """All ranks: reduce their seeds; rank 0 returns the metrics (others None). `prepared` is
+    `prepare_features(...)`."""
     device = trainer.strategy.root_device
-    features = build_features(eval_cfg.features.name, dataset.name, eval_cfg.features.get("path")).to(device)
+    features, published = prepared
+    features = features.to(device)
     pixels = PixelFeatures()
     sums = EvalSums(pixels_dim(dataset), features.dim if features.name != "pixels" else pixels_dim(dataset))
     mine = rank_batches(seeds, batch_size, trainer.global_rank, trainer.world_size)
@@ -122,8 +141,8 @@ def evaluate(trainer, seeds, run_store, reference_store, dataset, eval_cfg, cach
         return None
     identity = {"dataset": dataset.fingerprint(), "shape": list(dataset.shape)}
     data_pixels = dataset_statistics(pixels, dataset.images, {**identity, "features": "pixels"}, cache_dir)
-    if eval_cfg.get("reference_stats"):
-        data_features = load_statistics(eval_cfg.reference_stats)
+    if published is not None:
+        data_features = published
     else:
         data_features = dataset_statistics(
             features.cpu(), dataset.images, {**identity, "features": features.identity}, cache_dir

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewstep.plotting import save_image_grid
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.evaluate import evaluate
+from fewstep.tasks.evaluate import evaluate, prepare_features
 from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolve_schedule, resolved_config
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.shards import ShardStore
@@ -46,7 +46,7 @@ def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: i
             **setup.model_identity,
             "shape": setup.dataset.shape,
             "reference": reference,
-            "sigmas": [sigmas[0].item(), sigmas[-1].item(), len(sigmas)],
+            "sigmas": sigmas.tolist(),
         }
     )
     store = ShardStore(cache_dir / "reference" / key)
@@ -61,6 +61,7 @@ def sample(cfg: DictConfig) -> dict | None:
 
     from fewstep.module import SamplingModule, ShardWriter  # Lightning loads only once the config is valid
 
+    prepared = prepare_features(cfg.eval, setup.dataset)  # bad feature/statistics settings fail before sampling
     trainer = instantiate(cfg.trainer, callbacks=[ShardWriter()], logger=False)
     search_record = resolve_schedule(setup, cfg, trainer)
     info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
@@ -83,7 +84,7 @@ def sample(cfg: DictConfig) -> dict | None:
     trainer.predict(ref, return_predictions=False)
     trainer.strategy.barrier()  # every shard is written before any rank reads
     evaluation = evaluate(
-        trainer, seeds, run.store, ref.store, setup.dataset, cfg.eval, Path(cfg.paths.cache_dir), int(cfg.batch_size)
+        trainer, seeds, run.store, ref.store, setup.dataset, prepared, Path(cfg.paths.cache_dir), int(cfg.batch_size)
     )
     if not trainer.is_global_zero:
         return None

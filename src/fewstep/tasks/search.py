@@ -77,6 +77,7 @@ def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, 
     """The reference code's AFS handling: add the (nearly free) AFS step at the grid point in (0, path[1]) whose
     schedule brings the solver closest to the teacher's final samples on `afs_batch` warm-up seeds."""
     from fewstep.data import seeded_noise
+    from fewstep.solvers import per_sample_noise
 
     first = int(settings["warmup_seed"])
     seeds = torch.arange(first, first + min(int(settings["afs_batch"]), int(settings["num_warmup"])))
@@ -87,7 +88,12 @@ def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, 
         distances = {}
         for k in range(1, path[1]):
             candidate = [0, k, *path[1:]]
-            out = setup.spec.fn(setup.denoiser, x, grid[candidate], afs=afs, **setup.solver_options)
+            noise = (
+                {"noise": per_sample_noise(seeds, setup.dataset.shape, x.dtype, x.device)}
+                if setup.spec.stochastic
+                else {}
+            )
+            out = setup.spec.fn(setup.denoiser, x, grid[candidate], afs=afs, **setup.solver_options, **noise)
             distances[k] = (out - target).flatten(1).norm(dim=1).mean().item()
     best = min(distances, key=lambda k: (distances[k], k))
     return [0, best, *path[1:]], distances
@@ -182,6 +188,24 @@ def search_path(cost, settings, num_steps: int, insert_afs: bool, afs_step) -> t
     return best_path(nxt, num_steps), float(values[-1, 0]), None
 
 
+def searched_record(setup, settings, grid, cost, count, plan, num_steps, insert_afs, teacher_pair, keys) -> dict:
+    """Rank 0's DP (and AFS insertion): the schedule record that is cached and broadcast."""
+    teacher_spec, teacher_options = teacher_pair
+
+    def afs_step(path):
+        return insert_afs_step(path, grid, setup, settings, teacher_spec, teacher_options)
+
+    path, path_cost, afs_distances = search_path(cost, settings, num_steps, insert_afs, afs_step)
+    return {
+        "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "cost": cost.tolist(),
+        "path_cost": path_cost, "afs_insert_distances": afs_distances, "num_steps": num_steps,
+        "settings": settings, "warmup_count": count,
+        "solver_nfe": {"nfe": plan.nfe, "afs": plan.afs, "nfe_per_step": plan.nfe_per_step},
+        "identity": {**setup.model_identity, "shape": list(setup.dataset.shape)},
+        "cost_key": keys[0], "schedule_key": keys[1],
+    }  # fmt: skip
+
+
 def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range, cache_dir, batch_size: int):
     """The GITS sigmas for `plan` (float64, ending at 0 if plan.denoise_to_zero) and the search record.
 
@@ -210,30 +234,30 @@ def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range,
             batch_size,
             cache / "costs" / f"{cost_key}.pt",
         )
+        payload = None
         if trainer.is_global_zero:
-
-            def afs_step(path):
-                return insert_afs_step(path, grid, setup, settings, teacher_spec, teacher_options)
-
-            path, path_cost, afs_distances = search_path(cost, settings, num_steps, insert_afs, afs_step)
-            record = {
-                "sigmas": grid[path].tolist(),
-                "indices": path,
-                "grid": grid.tolist(),
-                "cost": cost.tolist(),
-                "path_cost": path_cost,
-                "afs_insert_distances": afs_distances,
-                "num_steps": num_steps,
-                "settings": settings,
-                "warmup_count": count,
-                "solver_nfe": {"nfe": plan.nfe, "afs": plan.afs, "nfe_per_step": plan.nfe_per_step},
-                "identity": {**setup.model_identity, "shape": list(setup.dataset.shape)},
-                "cost_key": cost_key,
-                "schedule_key": schedule_key,
-            }
-            atomic_save_json(schedule_path, record)
-            info(f"GITS schedule searched: grid indices {path}")
-        record = trainer.strategy.broadcast(record, src=0)
+            try:
+                record = searched_record(
+                    setup,
+                    settings,
+                    grid,
+                    cost,
+                    count,
+                    plan,
+                    num_steps,
+                    insert_afs,
+                    (teacher_spec, teacher_options),
+                    (cost_key, schedule_key),
+                )
+                atomic_save_json(schedule_path, record)
+                info(f"GITS schedule searched: grid indices {record['indices']}")
+                payload = {"record": record}
+            except FewstepError as err:  # tell every rank, so that none waits in the broadcast forever
+                payload = {"error": str(err)}
+        payload = trainer.strategy.broadcast(payload, src=0)
+        if "error" in payload:
+            raise FewstepError(payload["error"])
+        record = payload["record"]
     sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
     if plan.denoise_to_zero:
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])

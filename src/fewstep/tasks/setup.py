@@ -64,7 +64,10 @@ def build_sigmas(
     options = {k: v for k, v in schedule.items() if k != "name"}
     if schedule["name"] == "explicit":
         sigmas = validate_sigmas(options.get("sigmas") or [], sigma_min, sigma_max)
-        plan = plan_for_schedule(spec, len(sigmas), afs, bool(sigmas[-1] == 0))
+        if denoise_to_zero and sigmas[-1] != 0:
+            raise FewstepError("with schedule=explicit the list decides the last step: end it with 0 instead of "
+                               "setting denoise_to_zero=true")  # fmt: skip
+        plan = plan_for_schedule(spec, len(sigmas), afs, bool(sigmas[-1] == 0), nfe)
         if plan.nfe != nfe:
             raise FewstepError(
                 f"the explicit schedule has {len(sigmas)} sigmas = {plan.num_steps} steps, which costs "
@@ -75,7 +78,13 @@ def build_sigmas(
     if schedule["name"] == "gits":  # searched later, with the model (see fewstep.tasks.search)
         from fewstep.tasks.search import gits_settings
 
-        gits_settings(schedule)  # reject bad options before any work
+        settings = gits_settings(schedule)  # reject bad options and impossible step counts before any work
+        steps = plan.num_steps - int(denoise_to_zero) - int(bool(settings["afs_insert"]) and plan.afs)
+        if not 1 <= steps <= int(settings["grid_size"]) - 1:
+            raise FewstepError(
+                f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps from sigma_max to sigma_min, which a "
+                f"GITS grid of {settings['grid_size']} points cannot provide; change nfe or schedule.grid_size"
+            )
         return None, plan
     positive_steps = plan.num_steps - int(denoise_to_zero)
     if positive_steps == 0:
@@ -100,7 +109,39 @@ def resolve_schedule(setup: SamplingSetup, cfg: DictConfig, trainer) -> dict | N
     return record
 
 
+def check_run(cfg: DictConfig) -> None:
+    """Settings that would otherwise fail late or hang: checked before anything is loaded."""
+    if int(cfg.batch_size) < 1:
+        raise FewstepError(f"batch_size must be at least 1, got {cfg.batch_size}")
+    if int(cfg.eval.grid_size) < 1:
+        raise FewstepError(f"eval.grid_size (images in samples.png) must be at least 1, got {cfg.eval.grid_size}")
+    for role, name in (("eval.reference.solver", cfg.eval.reference.solver),
+                       ("schedule.teacher", cfg.schedule.get("teacher"))):  # fmt: skip
+        if name is not None and get_solver(name).stochastic:
+            raise FewstepError(f"{role}={name} is stochastic; a reference or teacher trajectory must be an ODE "
+                               "solution: use heun, ipndm, dpmpp, ...")  # fmt: skip
+    strategy = cfg.trainer.get("strategy")
+    is_ddp = "ddp" in str(strategy.get("_target_", "") if isinstance(strategy, DictConfig) else strategy).lower()
+    from hydra.core.hydra_config import HydraConfig
+
+    if is_ddp and HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        raise FewstepError("trainer=ddp inside a multirun (-m) is not supported: Lightning's launcher would re-run "
+                           "the whole sweep in every process; sweep single-process jobs, or launch each job "
+                           "with torchrun/SLURM")  # fmt: skip
+
+
+def model_identity(cfg: DictConfig, dataset: ImageDataset) -> dict:
+    """What caches of model outputs are keyed by: data, model, and the numerics that change the outputs."""
+    return {
+        "dataset": dataset.fingerprint(),
+        "model": container(cfg.model),
+        "precision": str(cfg.trainer.get("precision")),
+        "accelerator": str(cfg.trainer.get("accelerator")),
+    }
+
+
 def build_setup(cfg: DictConfig) -> SamplingSetup:
+    check_run(cfg)
     if int(cfg.num_samples) < 2:
         raise FewstepError(
             f"num_samples must be at least 2 (the Fréchet distance needs a covariance), got {cfg.num_samples}"
@@ -120,5 +161,4 @@ def build_setup(cfg: DictConfig) -> SamplingSetup:
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
     afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), dataset.images) if plan.afs else None
-    identity = {"dataset": dataset.fingerprint(), "model": container(cfg.model)}
-    return SamplingSetup(dataset, denoiser, identity, spec, options, plan, sigmas, afs_prior)
+    return SamplingSetup(dataset, denoiser, model_identity(cfg, dataset), spec, options, plan, sigmas, afs_prior)
