@@ -41,3 +41,10 @@ def test_gits_schedules_work_with_er_sde(tmp_path, order):
     metrics = run(cfg)
     assert metrics["schedule"] == "gits" and metrics["nfe"] == 5 and len(metrics["sigmas"]) == 6
     assert torch.isfinite(samples(tmp_path / "run", 24)).all()
+
+
+def test_a_user_phi_target_is_instantiated(tmp_path):
+    named = run(compose_config([*QUICK, "solver=er_sde", "solver.phi=x2"], tmp_path / "named"))
+    target = run(compose_config([*QUICK, "solver=er_sde", "solver.phi={_target_: numpy.square, _partial_: true}"],
+                                tmp_path / "target"))  # fmt: skip
+    assert target["truncation_error"] == pytest.approx(named["truncation_error"], rel=1e-6)

@@ -149,6 +149,8 @@ def build_setup(cfg: DictConfig) -> SamplingSetup:
     spec = get_solver(cfg.solver.name)
     solver_cfg = container(cfg.solver)
     options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
+    # an option given as {_target_: ..., _partial_: true} is a user callable (e.g. an ER-SDE noise scale phi)
+    options = {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in options.items()}
     sigmas, plan = build_sigmas(
         container(cfg.schedule),
         spec,
