@@ -44,17 +44,22 @@ def euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback
     return x
 
 
+def heun_step(denoiser, x: torch.Tensor, s: float, s_next: float, denoised: torch.Tensor) -> torch.Tensor:
+    """One Heun step from (x, s) with D(x, s) = `denoised` given: Euler, then the trapezoid correction (1 more
+    evaluation); a step to 0 is the Euler step alone, i.e. `denoised`."""
+    if s_next == 0:
+        return denoised
+    d = (x - denoised) / s
+    x_euler = x + (s_next - s) * d
+    d_next = (x_euler - denoiser(x_euler, s_next)) / s_next
+    return x + (s_next - s) * (0.5 * d + 0.5 * d_next)
+
+
 def heun(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None, afs=None) -> torch.Tensor:
     """Heun's 2nd-order method (EDM, Karras et al. 2022): 2 evaluations per step; a step to 0 is Euler."""
     for i, (s, s_next) in _steps(sigmas):
         denoised = _first_or(denoiser, afs, i)(x, s)
-        if s_next == 0:
-            x_next = denoised
-        else:
-            d = (x - denoised) / s
-            x_euler = x + (s_next - s) * d
-            d_next = (x_euler - denoiser(x_euler, s_next)) / s_next
-            x_next = x + (s_next - s) * (0.5 * d + 0.5 * d_next)
+        x_next = heun_step(denoiser, x, s, s_next, denoised)
         _report(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x

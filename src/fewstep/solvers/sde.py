@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.solvers.ode import Callback, _first_or, _report, _steps
+from fewstep.solvers.ode import Callback, _first_or, _report, _steps, heun_step
 
 Noise = Callable[[], torch.Tensor]
 
@@ -379,13 +379,7 @@ def edm_stochastic(
             s_hat = s * (1 + gamma)
             x_hat = x + math.sqrt(s_hat**2 - s**2) * s_noise * _draw(noise, x)
         denoised = _first_or(denoiser, afs, i)(x_hat, s_hat)
-        if s_next == 0:
-            x_next = denoised
-        else:
-            d = (x_hat - denoised) / s_hat
-            x_euler = x_hat + (s_next - s_hat) * d
-            d_next = (x_euler - denoiser(x_euler, s_next)) / s_next
-            x_next = x_hat + (s_next - s_hat) * (0.5 * d + 0.5 * d_next)
+        x_next = heun_step(denoiser, x_hat, s_hat, s_next, denoised)
         _report(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -17,8 +16,6 @@ from fewstep.tasks.setup import SamplingSetup, build_setup, container, resolve_s
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.shards import ShardStore
 from fewstep.utils.storage import atomic_save_json, atomic_write_bytes, content_key
-
-log = logging.getLogger(__name__)
 
 
 def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.Tensor:
