@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from fewstep.data.seeds import rank_batches, seeded_noise
-from fewstep.models.denoiser import CountingDenoiser
+from fewstep.models.denoiser import CountingDenoiser, decode, for_seeds
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
 from fewstep.utils.runtime import quiet_lightning
 from fewstep.utils.shards import ShardStore
@@ -76,7 +76,7 @@ class SamplingModule(SeedShardedModule):
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> dict:
         x = self.noise(seeds, float(self.sigmas[0]))
-        counter = CountingDenoiser(self.denoiser)
+        counter = CountingDenoiser(for_seeds(self.denoiser, seeds))
         afs = self.afs.to(self.device) if isinstance(self.afs, torch.nn.Module) else self.afs
         options = dict(self.solver_options)
         if self.stochastic:  # step noise from per-seed generators too: samples do not depend on the batching
@@ -92,7 +92,7 @@ class SamplingModule(SeedShardedModule):
                 "NaN/inf; check the model and its sigma range (model.sigma_min / model.sigma_max)"
             )
         self.nfe_per_batch.append(counter.calls)
-        return {"seeds": seeds, "samples": samples}
+        return {"seeds": seeds, "samples": decode(self.denoiser, samples)}
 
 
 class ShardWriter(BasePredictionWriter):
@@ -129,7 +129,8 @@ class WarmupModule(SeedShardedModule):
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
         x = self.noise(seeds, float(self.grid[0]))
-        states, slopes = teacher_trajectory(self.teacher, self.denoiser, x, self.grid, **self.teacher_options)
+        denoiser = for_seeds(self.denoiser, seeds)
+        states, slopes = teacher_trajectory(self.teacher, denoiser, x, self.grid, **self.teacher_options)
         self.cost_sum += cost_sums(states, slopes, self.grid, self.metric)
         self.count += len(seeds)
 

@@ -67,3 +67,9 @@ def gaussian_parameters(channels: int = 1, size: int = 8) -> tuple[torch.Tensor,
     mean = (0.8 - radius).clamp(-0.6, 0.6).expand(channels, size, size).clone()
     std = (0.1 + 0.4 * (1 - radius / radius.max())).expand(channels, size, size).clone()
     return mean, std
+
+
+def no_data(name: str, shape: list[int] | tuple[int, ...]) -> ImageDataset:
+    """A dataset whose images are not here (e.g. CIFAR-10 or COCO for a downloaded model): only its name and
+    image shape. FID then needs published statistics (eval.reference_stats)."""
+    return ImageDataset(name, torch.empty((0, *(int(d) for d in shape))))

@@ -20,6 +20,19 @@ def sigma_column(sigma: float | torch.Tensor, batch: int, dtype: torch.dtype, de
     return s.expand(batch, 1).to(dtype) if s.shape[0] == 1 else s.to(dtype)
 
 
+def for_seeds(denoiser, seeds: torch.Tensor):
+    """The denoiser for one batch of seeds. A conditional model (class labels, prompts) defines `for_seeds` and
+    picks each sample's condition from its seed, so samples do not depend on batching or the number of ranks."""
+    bind = getattr(denoiser, "for_seeds", None)
+    return bind(seeds) if bind is not None else denoiser
+
+
+def decode(denoiser, x: torch.Tensor) -> torch.Tensor:
+    """Samples as images: a latent model defines `decode` (its VAE); any other model samples images directly."""
+    dec = getattr(denoiser, "decode", None)
+    return dec(x) if dec is not None else x
+
+
 class CountingDenoiser:
     """Wraps a denoiser and counts its calls: the NFE a sampler really spent."""
 

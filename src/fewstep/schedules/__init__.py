@@ -10,6 +10,7 @@ import torch
 from fewstep.errors import FewstepError
 from fewstep.schedules.handcrafted import (
     check_range,
+    discrete,
     logsnr,
     polynomial,
     time_quadratic,
@@ -23,6 +24,7 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
     "logsnr": logsnr,
     "time_uniform": time_uniform,
     "time_quadratic": time_quadratic,
+    "discrete": discrete,
 }
 
 
@@ -41,6 +43,7 @@ def make_schedule(name: str, num_steps: int, sigma_min: float, sigma_max: float,
 __all__ = [
     "SCHEDULES",
     "check_range",
+    "discrete",
     "logsnr",
     "make_schedule",
     "polynomial",

@@ -83,6 +83,45 @@ def time_quadratic(num_steps: int, sigma_min: float, sigma_max: float, epsilon_s
     return vp_time(num_steps, sigma_min, sigma_max, rho=2.0, epsilon_s=epsilon_s)
 
 
+def discrete_betas(beta_start: float, beta_end: float, beta_schedule: str, num_train_timesteps: int) -> torch.Tensor:
+    """The betas of a DDPM / latent-diffusion training schedule (diffusers' `linear` and `scaled_linear`)."""
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    raise FewstepError(f"schedule.beta_schedule must be linear or scaled_linear, got {beta_schedule!r}")
+
+
+def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0, beta_start: float = 0.00085,
+             beta_end: float = 0.012, beta_schedule: str = "scaled_linear",
+             num_train_timesteps: int = 1000) -> torch.Tensor:  # fmt: skip
+    """Uniform in t^(1/rho) over a discrete-time model's own timesteps t (fractional t interpolates log sigma):
+    the GITS reference code's `discrete` schedule for latent diffusion (defaults: Stable Diffusion 1.x)."""
+    check_range(num_steps, sigma_min, sigma_max)
+    if not rho > 0:
+        raise FewstepError(f"schedule.rho must be positive, got {rho}")
+    abar = torch.cumprod(1 - discrete_betas(beta_start, beta_end, beta_schedule, int(num_train_timesteps)), 0)
+    log_table = (0.5 * ((1 - abar) / abar).log()).tolist()
+    t_of = _interpolator(log_table, list(range(len(log_table))))
+    t_max, t_min = t_of(math.log(sigma_max)), t_of(math.log(sigma_min))
+    t = (t_max ** (1 / rho) + _fractions(num_steps) * (t_min ** (1 / rho) - t_max ** (1 / rho))) ** rho
+    log_sigma_of = _interpolator(list(range(len(log_table))), log_table)
+    sigmas = torch.tensor([math.exp(log_sigma_of(float(v))) for v in t], dtype=torch.float64)
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)
+
+
+def _interpolator(xs: list[float], ys: list[float]):
+    """Piecewise-linear y(x) on increasing xs, clamped at the ends."""
+    import bisect
+
+    def f(x: float) -> float:
+        i = min(max(bisect.bisect_left(xs, x), 1), len(xs) - 1)
+        w = min(max((x - xs[i - 1]) / (xs[i] - xs[i - 1]), 0.0), 1.0)
+        return ys[i - 1] + w * (ys[i] - ys[i - 1])
+
+    return f
+
+
 def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | None = None) -> torch.Tensor:
     """Check a user-given sigma list: finite, positive, strictly decreasing, inside the model's range.
 

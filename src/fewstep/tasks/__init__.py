@@ -11,9 +11,10 @@ def run(cfg: DictConfig):
     from fewstep.tasks.analyze import analyze
     from fewstep.tasks.sample import sample
     from fewstep.tasks.search import search
+    from fewstep.tasks.train import train
     from fewstep.tasks.train_features import train_features
 
-    tasks = {"sample": sample, "search": search, "train_features": train_features, "analyze": analyze}
+    tasks = {"sample": sample, "search": search, "train": train, "train_features": train_features, "analyze": analyze}
     name = cfg.task.name
     if name not in tasks:
         raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")

@@ -26,9 +26,10 @@ from fewstep.geometry import (
     turning_angles,
 )
 from fewstep.models import KDEDenoiser
+from fewstep.models.denoiser import for_seeds
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import build_dataset, build_denoiser
+from fewstep.tasks.setup import build_dataset, build_denoiser, sample_shape
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.storage import atomic_save_json
 
@@ -105,7 +106,11 @@ def analyze(cfg) -> dict:
     task = cfg.task
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
-    optimal = None if isinstance(denoiser, KDEDenoiser) else KDEDenoiser(dataset.images)  # for score deviation
+    shape = sample_shape(denoiser, dataset, cfg.model.name)
+    # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
+    optimal = None
+    if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
+        optimal = KDEDenoiser(dataset.images)
     spec = get_solver(task.solver)
     if spec.stochastic:
         raise FewstepError(f"task.solver={spec.name} is stochastic; trajectory geometry is that of the ODE: "
@@ -118,9 +123,11 @@ def analyze(cfg) -> dict:
     def batches():
         nonlocal first
         for chunk in seeds.split(int(cfg.batch_size)):
-            x = seeded_noise(chunk, dataset.shape) * float(sigmas[0])
-            batch = record_trajectories(spec.fn, denoiser, x, sigmas, seeds=chunk)
-            parts.append(_per_sample(batch, denoiser, optimal, dataset.shape))
+            x = seeded_noise(chunk, shape) * float(sigmas[0])
+            bound = for_seeds(denoiser, chunk)
+            with torch.no_grad():
+                batch = record_trajectories(spec.fn, bound, x, sigmas, seeds=chunk)
+                parts.append(_per_sample(batch, bound, optimal, shape))
             first = first or batch
             info(f"recorded {len(chunk)} trajectories of {len(sigmas) - 1} {spec.name} steps")
             yield batch
@@ -129,11 +136,11 @@ def analyze(cfg) -> dict:
     metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name, "num_samples": len(seeds),
                "num_steps": len(sigmas) - 1, **summarize(_concat(parts), sigmas)}  # fmt: skip
     if cfg.model.name == "kde" or optimal is not None:
-        middle = first.states[len(sigmas) // 2][:4].reshape(-1, *dataset.shape)  # points along a trajectory
+        middle = first.states[len(sigmas) // 2][:4].reshape(-1, *shape)  # points along a trajectory
         metrics["mean_shift_max_abs_error"] = mean_shift_check(dataset.images[:500], middle)
     from fewstep.plotting import plot_geometry
 
-    images = plot_geometry(first, _concat(parts), sigmas, dataset.shape, run_dir)
+    images = plot_geometry(first, _concat(parts), sigmas, shape, run_dir)
     atomic_save_json(run_dir / "metrics.json", metrics)
     log_run(cfg, metrics, images)
     info("geometry: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))

@@ -64,7 +64,14 @@ def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_features(eval_cfg, dataset):
-    """The feature extractor and the published statistics, if any, checked before any sampling is spent."""
+    """The feature extractor and the published statistics, if any, checked before any sampling is spent.
+
+    Without dataset images (a model whose data is not here, e.g. EDM CIFAR-10 or Stable Diffusion) the FID needs
+    published statistics (`eval.reference_stats`); with neither, only the truncation error is measured."""
+    if not has_images(dataset) and not eval_cfg.get("reference_stats"):
+        log.warning("dataset %s has no images here and eval.reference_stats is not set: no FD/FID, only the "
+                    "truncation error is measured", dataset.name)  # fmt: skip
+        return None, None
     features = build_features(eval_cfg.features.name, dataset.name, eval_cfg.features.get("path"))
     published = None
     if eval_cfg.get("reference_stats"):
@@ -78,29 +85,36 @@ def prepare_features(eval_cfg, dataset):
     return features, published
 
 
-class EvalSums:
-    """One rank's sums; `vector()` and `from_vector()` pack them for a single all-reduce."""
+def has_images(dataset) -> bool:
+    return len(dataset.images) > 0
 
-    def __init__(self, pixel_dim: int, feature_dim: int):
+
+class EvalSums:
+    """One rank's sums; `vector()` and `from_vector()` pack them for a single all-reduce. A dimension of None
+    leaves that distance out (no pixel FD without dataset images, no FID without any reference statistics)."""
+
+    def __init__(self, pixel_dim: int | None, feature_dim: int | None, with_reference: bool = True):
+        dims = {"fd": pixel_dim, "fid": feature_dim}
         self.stats = {
-            name: FeatureStats(dim)
-            for name, dim in [
-                ("fd", pixel_dim),
-                ("fid", feature_dim),
-                ("fd_reference", pixel_dim),
-                ("fid_reference", feature_dim),
-            ]
+            f"{name}{suffix}": FeatureStats(dim)
+            for suffix in (("", "_reference") if with_reference else ("",))
+            for name, dim in dims.items()
+            if dim is not None
         }
         self.errors = torch.zeros(3, dtype=torch.float64)  # sum of L2 norms, sum of squares, element count
 
     def update(self, samples, reference, pixels, features) -> None:
-        diff = (samples.double() - reference.double()).flatten(1)
-        self.errors += torch.tensor(
-            [diff.norm(dim=1).sum().item(), diff.pow(2).sum().item(), diff.numel()], dtype=torch.float64
-        )
+        if reference is not None:
+            diff = (samples.double() - reference.double()).flatten(1)
+            self.errors += torch.tensor(
+                [diff.norm(dim=1).sum().item(), diff.pow(2).sum().item(), diff.numel()], dtype=torch.float64
+            )
         for suffix, images in (("", samples), ("_reference", reference)):
-            self.stats[f"fd{suffix}"].update(pixels(images))
-            self.stats[f"fid{suffix}"].update(features(images))
+            if images is None:
+                continue
+            for name, features_of in (("fd", pixels), ("fid", features)):
+                if f"{name}{suffix}" in self.stats:
+                    self.stats[f"{name}{suffix}"].update(features_of(images))
 
     def vector(self) -> torch.Tensor:
         parts = [self.errors]
@@ -127,30 +141,38 @@ def evaluate(trainer, seeds, run_store, reference_store, dataset, prepared, cach
     `prepare_features(...)`."""
     device = trainer.strategy.root_device
     features, published = prepared
-    features = features.to(device)
+    features = features.to(device) if features is not None else None
     pixels = PixelFeatures()
-    sums = EvalSums(pixels_dim(dataset), features.dim if features.name != "pixels" else pixels_dim(dataset))
+    with_data = has_images(dataset)
+    feature_dim = None if features is None else features.dim if features.name != "pixels" else pixels_dim(dataset)
+    sums = EvalSums(pixels_dim(dataset) if with_data else None, feature_dim, reference_store is not None)
     mine = rank_batches(seeds, batch_size, trainer.global_rank, trainer.world_size)
     with torch.no_grad():
         for chunk in mine:
             chunk = chunk.tolist()
-            samples, reference = run_store.load(chunk).to(device), reference_store.load(chunk).to(device)
+            samples = run_store.load(chunk).to(device)
+            reference = reference_store.load(chunk).to(device) if reference_store is not None else None
             sums.update(samples, reference, pixels, features)
     sums.load_vector(trainer.strategy.reduce(sums.vector().to(device), reduce_op="sum").cpu())
     if not trainer.is_global_zero:
         return None
     identity = {"dataset": dataset.fingerprint(), "shape": list(dataset.shape)}
-    data_pixels = dataset_statistics(pixels, dataset.images, {**identity, "features": "pixels"}, cache_dir)
-    if published is not None:
+    data_pixels = None
+    if with_data:
+        data_pixels = dataset_statistics(pixels, dataset.images, {**identity, "features": "pixels"}, cache_dir)
+    if published is not None or features is None:
         data_features = published
     else:
         data_features = dataset_statistics(
             features.cpu(), dataset.images, {**identity, "features": features.identity}, cache_dir
         )
     errors_l2, errors_sq, elements = sums.errors.tolist()
-    metrics = {"truncation_error": errors_l2 / len(seeds), "truncation_rmse": (errors_sq / elements) ** 0.5}
+    metrics = {}
+    if reference_store is not None:
+        metrics = {"truncation_error": errors_l2 / len(seeds), "truncation_rmse": (errors_sq / elements) ** 0.5}
     for name, stats in sums.stats.items():
         data = data_pixels if name.startswith("fd") else data_features
         metrics[name] = frechet_distance(*stats.mean_cov(), data[0], data[1])
-    metrics["features"] = features.name
+    if features is not None:
+        metrics["features"] = features.name
     return metrics

@@ -41,14 +41,14 @@ def reference_module(setup: SamplingSetup, reference: dict, seeds, batch_size: i
     key = content_key(
         {
             **setup.model_identity,
-            "shape": setup.dataset.shape,
+            "shape": setup.shape,
             "reference": reference,
             "sigmas": sigmas.tolist(),
         }
     )
     store = ShardStore(cache_dir / "reference" / key)
     spec = get_solver(reference["solver"])
-    return SamplingModule(setup.denoiser, spec.fn, sigmas, setup.dataset.shape, seeds, store, batch_size)
+    return SamplingModule(setup.denoiser, spec.fn, sigmas, setup.shape, seeds, store, batch_size)
 
 
 def sample(cfg: DictConfig) -> dict | None:
@@ -67,7 +67,7 @@ def sample(cfg: DictConfig) -> dict | None:
         setup.denoiser,
         setup.spec.fn,
         setup.sigmas,
-        setup.dataset.shape,
+        setup.shape,
         seeds,
         store,
         cfg.batch_size,
@@ -76,13 +76,16 @@ def sample(cfg: DictConfig) -> dict | None:
         setup.spec.stochastic,
     )
     trainer.predict(run, return_predictions=False)
-    ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
-    info(f"reference: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cache {ref.store.root})")
-    trainer.predict(ref, return_predictions=False)
+    ref = None
+    if cfg.eval.reference.solver:  # null: no truncation error (e.g. 50k samples of a large model)
+        ref = reference_module(setup, container(cfg.eval.reference), seeds, cfg.batch_size, Path(cfg.paths.cache_dir))
+        info(f"reference: {cfg.eval.reference.solver}, {cfg.eval.reference.num_steps} steps (cache {ref.store.root})")
+        trainer.predict(ref, return_predictions=False)
     trainer.strategy.barrier()  # every shard is written before any rank reads
     evaluation = evaluate(
-        trainer, seeds, run.store, ref.store, setup.dataset, prepared, Path(cfg.paths.cache_dir), int(cfg.batch_size)
-    )
+        trainer, seeds, run.store, ref.store if ref else None, setup.dataset, prepared, Path(cfg.paths.cache_dir),
+        int(cfg.batch_size),
+    )  # fmt: skip
     if not trainer.is_global_zero:
         return None
 

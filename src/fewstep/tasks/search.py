@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from fewstep.errors import FewstepError
+from fewstep.models.denoiser import for_seeds
 from fewstep.schedules import SCHEDULES, make_schedule
 from fewstep.schedules.gits import METRICS, best_path, dynamic_programming
 from fewstep.solvers import StepPlan, check_options, get_solver
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 GITS_DEFAULTS = {
     "base": "polynomial",
     "rho": 7.0,
+    "base_options": {},
     "grid_size": 61,
     "teacher": "ipndm",
     "teacher_order": 4,
@@ -52,7 +54,8 @@ def gits_settings(schedule: dict) -> dict:
 
 
 def base_grid(settings: dict, sigma_min: float, sigma_max: float) -> torch.Tensor:
-    options = {"rho": settings["rho"]} if settings["base"] == "polynomial" else {}
+    options = {"rho": settings["rho"]} if settings["base"] in ("polynomial", "discrete") else {}
+    options.update(settings["base_options"] or {})
     return make_schedule(settings["base"], int(settings["grid_size"]) - 1, sigma_min, sigma_max, **options)
 
 
@@ -81,19 +84,16 @@ def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, 
 
     first = int(settings["warmup_seed"])
     seeds = torch.arange(first, first + min(int(settings["afs_batch"]), int(settings["num_warmup"])))
-    x = seeded_noise(seeds, setup.dataset.shape).to(_device_of(setup.denoiser)) * float(grid[0])
+    x = seeded_noise(seeds, setup.shape).to(_device_of(setup.denoiser)) * float(grid[0])
     afs = setup.afs_prior.to(x.device) if isinstance(setup.afs_prior, torch.nn.Module) else setup.afs_prior
+    denoiser = for_seeds(setup.denoiser, seeds)
     with torch.no_grad():
-        target = teacher_spec.fn(setup.denoiser, x, grid, **teacher_options)
+        target = teacher_spec.fn(denoiser, x, grid, **teacher_options)
         distances = {}
         for k in range(1, path[1]):
             candidate = [0, k, *path[1:]]
-            noise = (
-                {"noise": per_sample_noise(seeds, setup.dataset.shape, x.dtype, x.device)}
-                if setup.spec.stochastic
-                else {}
-            )
-            out = setup.spec.fn(setup.denoiser, x, grid[candidate], afs=afs, **setup.solver_options, **noise)
+            noise = {"noise": per_sample_noise(seeds, setup.shape, x.dtype, x.device)} if setup.spec.stochastic else {}
+            out = setup.spec.fn(denoiser, x, grid[candidate], afs=afs, **setup.solver_options, **noise)
             distances[k] = (out - target).flatten(1).norm(dim=1).mean().item()
     best = min(distances, key=lambda k: (distances[k], k))
     return [0, best, *path[1:]], distances
@@ -123,9 +123,7 @@ def cache_keys(setup, settings: dict, grid: torch.Tensor, plan: StepPlan, insert
     """(cost key, schedule key): the cost matrix depends on data, model, grid, teacher, warm-up and metric; the
     schedule on that plus the step count, coeff and NFE accounting (and the solver, when it picks the AFS step)."""
     warmup_settings = {k: v for k, v in settings.items() if k not in ("coeff", "afs_insert", "afs_batch")}
-    cost_key = content_key(
-        {**setup.model_identity, "shape": setup.dataset.shape, "grid": grid.tolist(), **warmup_settings}
-    )
+    cost_key = content_key({**setup.model_identity, "shape": setup.shape, "grid": grid.tolist(), **warmup_settings})
     schedule = {
         "cost": cost_key,
         "coeff": settings["coeff"],
@@ -161,7 +159,7 @@ def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, b
         teacher_options,
         grid,
         settings["metric"],
-        setup.dataset.shape,
+        setup.shape,
         seeds,
         batch_size,
     )
@@ -201,7 +199,7 @@ def searched_record(setup, settings, grid, cost, count, plan, num_steps, insert_
         "path_cost": path_cost, "afs_insert_distances": afs_distances, "num_steps": num_steps,
         "settings": settings, "warmup_count": count,
         "solver_nfe": {"nfe": plan.nfe, "afs": plan.afs, "nfe_per_step": plan.nfe_per_step},
-        "identity": {**setup.model_identity, "shape": list(setup.dataset.shape)},
+        "identity": {**setup.model_identity, "shape": list(setup.shape)},
         "cost_key": keys[0], "schedule_key": keys[1],
     }  # fmt: skip
 

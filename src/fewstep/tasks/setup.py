@@ -38,6 +38,7 @@ class SamplingSetup:
     plan: StepPlan
     sigmas: torch.Tensor | None  # None until the GITS search has run
     afs_prior: Any
+    shape: tuple[int, ...]  # what the solver integrates: the image shape, or a latent model's latent shape
 
 
 def container(node: DictConfig | dict) -> dict:
@@ -49,13 +50,67 @@ def resolved_config(cfg: DictConfig) -> dict:
     return {k: container(v) if isinstance(v, DictConfig) else v for k, v in cfg.items() if k != "hydra"}
 
 
+def instantiate_checked(node, **kwargs):
+    """hydra's instantiate, with our own errors (bad checkpoint, missing opt-in, ...) passed through unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, FewstepError):
+            raise err.__cause__ from None
+        raise
+
+
 def build_dataset(cfg: DictConfig) -> ImageDataset:
-    return instantiate(cfg.dataset)
+    return instantiate_checked(cfg.dataset)
 
 
 def build_denoiser(cfg: DictConfig, dataset: ImageDataset):
-    """The model's denoiser; factories receive the dataset's images as `data` (closed-form models need it)."""
-    return instantiate(cfg.model.denoiser, data=dataset.images)
+    """The model's denoiser. Factories with a `data` parameter (closed-form models) receive the dataset's images."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    target = get_object(cfg.model.denoiser._target_)
+    if "data" not in inspect.signature(target).parameters:
+        return instantiate_checked(cfg.model.denoiser)
+    if not len(dataset.images):
+        raise FewstepError(f"model={cfg.model.name} is built from the data, but dataset {dataset.name!r} has no images")
+    return instantiate_checked(cfg.model.denoiser, data=dataset.images)
+
+
+def sample_shape(denoiser, dataset: ImageDataset, model_name: str) -> tuple[int, ...]:
+    """A latent model declares `sample_shape`; a network trained on images declares `image_shape`, which must
+    match the dataset's; closed-form models sample in the dataset's shape."""
+    declared = getattr(denoiser, "sample_shape", None)
+    if declared is not None:
+        return tuple(int(d) for d in declared)
+    image_shape = getattr(denoiser, "image_shape", None)
+    if image_shape is None:
+        return dataset.shape
+    image_shape = tuple(int(d) for d in image_shape)
+    if len(dataset.images) and image_shape != dataset.shape:
+        raise FewstepError(
+            f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset {dataset.name!r} has "
+            f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on"
+        )
+    return image_shape
+
+
+def check_sigma_range(denoiser, sigma_min: float, sigma_max: float, model_name: str) -> None:
+    """A network only knows the noise levels it was trained on (`sigma_range`); the config must stay inside."""
+    trained = getattr(denoiser, "sigma_range", None)
+    if trained is None:
+        return
+    low, high = (float(v) for v in trained)
+    tolerance = 1e-4
+    if sigma_min < low * (1 - tolerance) or sigma_max > high * (1 + tolerance):
+        raise FewstepError(
+            f"model={model_name} was trained for sigma in [{low:.6g}, {high:.6g}], but model.sigma_min={sigma_min:g} "
+            f"and model.sigma_max={sigma_max:g}; set them inside that range (e.g. model.sigma_min={low:.6g} "
+            f"model.sigma_max={high:.6g})"
+        )
 
 
 def build_sigmas(
@@ -130,14 +185,32 @@ def check_run(cfg: DictConfig) -> None:
                            "with torchrun/SLURM")  # fmt: skip
 
 
-def model_identity(cfg: DictConfig, dataset: ImageDataset) -> dict:
-    """What caches of model outputs are keyed by: data, model, and the numerics that change the outputs."""
+def model_identity(cfg: DictConfig, dataset: ImageDataset, denoiser=None) -> dict:
+    """What caches of model outputs are keyed by: data, model (its config and, for a network, its weights), and
+    the numerics that change the outputs."""
     return {
         "dataset": dataset.fingerprint(),
         "model": container(cfg.model),
+        "weights": weights_fingerprint(denoiser),
         "precision": str(cfg.trainer.get("precision")),
         "accelerator": str(cfg.trainer.get("accelerator")),
     }
+
+
+def weights_fingerprint(denoiser) -> str | None:
+    """A hash of a network's parameters: a retrained checkpoint at the same path never reuses stale caches.
+    Closed-form denoisers are identified by the dataset already."""
+    from fewstep.models import GaussianDenoiser, KDEDenoiser
+    from fewstep.utils.storage import tensor_fingerprint
+
+    if not isinstance(denoiser, torch.nn.Module) or isinstance(denoiser, KDEDenoiser | GaussianDenoiser):
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in denoiser.state_dict().items():
+        digest.update(f"{name}:{tensor_fingerprint(tensor)}".encode())
+    return digest.hexdigest()[:16]
 
 
 def build_setup(cfg: DictConfig) -> SamplingSetup:
@@ -162,5 +235,18 @@ def build_setup(cfg: DictConfig) -> SamplingSetup:
     )
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
-    afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), dataset.images) if plan.afs else None
-    return SamplingSetup(dataset, denoiser, model_identity(cfg, dataset), spec, options, plan, sigmas, afs_prior)
+    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), cfg.model.name)
+    shape = sample_shape(denoiser, dataset, cfg.model.name)
+    afs_prior = None
+    if plan.afs:
+        afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
+    identity = model_identity(cfg, dataset, denoiser)
+    return SamplingSetup(dataset, denoiser, identity, spec, options, plan, sigmas, afs_prior, shape)
+
+
+def afs_data(dataset: ImageDataset, shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The data whose moments the Gaussian AFS prior uses, when the model samples in the data's own space
+    (otherwise, e.g. in a latent space, the prior is N(0, 0.5^2): EDM's sigma_data)."""
+    if len(dataset.images) and dataset.shape == shape:
+        return dataset.images
+    return None

@@ -75,20 +75,31 @@ def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = Non
     """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger under `logger`."""
     from fewstep.tasks.setup import resolved_config
 
+    for name, logger in build_loggers(cfg, metrics):
+        logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
+        logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        _log_extras(logger, metrics, images or {})
+        finish_logger(logger)
+        log.info("logged the run to the %s logger", name)
+
+
+def build_loggers(cfg: DictConfig, metrics: dict) -> list[tuple[str, object]]:
+    """The Lightning loggers under `logger`, W&B ones named, tagged and grouped by `run_identity`."""
     identity = run_identity(cfg, metrics)
+    loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         if not logger_cfg or "_target_" not in logger_cfg:
             continue
         extra = {}
         if logger_cfg["_target_"].endswith("WandbLogger"):
             extra = {"name": identity["name"], "group": identity["group"], "tags": identity["tags"]}
-        logger = instantiate(logger_cfg, **extra)
-        logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
-        logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
-        _log_extras(logger, metrics, images or {})
-        logger.finalize("success")
-        if extra:  # W&B keeps a global run: close it, so nothing leaks into the next multirun job
-            import wandb
+        loggers.append((name, instantiate(logger_cfg, **extra)))
+    return loggers
 
-            wandb.finish()
-        log.info("logged the run to the %s logger", name)
+
+def finish_logger(logger) -> None:
+    logger.finalize("success")
+    if type(logger).__name__ == "WandbLogger":  # W&B keeps a global run: close it, so nothing leaks into the next job
+        import wandb
+
+        wandb.finish()

@@ -56,7 +56,8 @@ def content_key(settings: Any, length: int = 16) -> str:
 
 def tensor_fingerprint(tensor: torch.Tensor, length: int = 16) -> str:
     """A hash of a tensor's shape, dtype and bytes (identifies a dataset or a set of weights)."""
-    t = tensor.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{tuple(t.shape)}|{t.dtype}".encode())
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    shape = tuple(tensor.shape)
+    h = hashlib.sha256(f"{shape}|{t.dtype}".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]
