@@ -15,6 +15,9 @@
    steps on mnist5k (the KDE denoiser), imports included.
 6. Per-step solver overhead of dpmpp and unipc against the same diffusers scheduler loop on the same denoiser
    (benchmarks/diffusers_overhead.py; needs the dev extra).
+9. Learned model (the shipped unet_mnist5k): samples/s at NFE 5 (iPNDM) and the sampler time over NFE x one
+   denoiser evaluation; GITS (reference settings, warm-up on the U-Net) vs polynomial at NFE 5, 6, 8, 10 for
+   ipndm, dpmpp and euler: Fréchet distance to mnist5k (LeNet features and pixels, 1,024 samples).
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -162,16 +165,31 @@ def gits_timings(denoiser, data, batch: int, settings: dict) -> torch.Tensor:
     return cost
 
 
-def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 128) -> None:
+def gits_sigmas(cost: torch.Tensor, settings: dict, spec, plan, data, denoiser, afs) -> torch.Tensor:
+    """The GITS schedule for `plan` from a cost matrix, with the reference code's AFS insertion."""
     from types import SimpleNamespace
 
-    from fewstep.schedules import logsnr
     from fewstep.tasks.search import base_grid, insert_afs_step, search_path, teacher
+
+    grid = base_grid(settings, 0.002, 80.0)
+    teacher_spec, teacher_options = teacher(settings)
+    setup = SimpleNamespace(dataset=data, shape=data.shape, denoiser=denoiser, spec=spec, solver_options={},
+                            afs_prior=afs)  # fmt: skip
+    path, _, _ = search_path(
+        cost,
+        settings,
+        plan.num_steps,
+        plan.afs and settings["afs_insert"],
+        lambda p: insert_afs_step(p, grid, setup, settings, teacher_spec, teacher_options),
+    )
+    return grid[path]
+
+
+def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 128) -> None:
+    from fewstep.schedules import logsnr
 
     x = seeded_noise(torch.arange(num_samples), data.shape) * 80.0
     reference = SOLVERS["heun"].fn(denoiser, x, polynomial(100, 0.002, 80.0))
-    grid = base_grid(settings, 0.002, 80.0)
-    teacher_spec, teacher_options = teacher(settings)
     print(f"\n## Truncation error vs a Heun-100 reference ({num_samples} samples, KDE on mnist5k)\n")
     print("| solver | NFE | steps | AFS | polynomial | logsnr | gits | gits / best baseline |")
     print("|---|---|---|---|---|---|---|---|")
@@ -184,18 +202,10 @@ def truncation_table(denoiser, data, cost: torch.Tensor, settings: dict, num_sam
                 out = spec.fn(denoiser, x, sigmas, afs=afs)  # noqa: B023
                 return (out - reference).flatten(1).norm(dim=1).mean().item()
 
-            setup = SimpleNamespace(dataset=data, denoiser=denoiser, spec=spec, solver_options={}, afs_prior=afs)
-            path, _, _ = search_path(
-                cost,
-                settings,
-                plan.num_steps,
-                plan.afs and settings["afs_insert"],
-                lambda p: insert_afs_step(p, grid, setup, settings, teacher_spec, teacher_options),  # noqa: B023
-            )
             errors = [
                 error(polynomial(plan.num_steps, 0.002, 80.0)),
                 error(logsnr(plan.num_steps, 0.002, 80.0)),
-                error(grid[path]),
+                error(gits_sigmas(cost, settings, spec, plan, data, denoiser, afs)),
             ]
             print(
                 f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {errors[0]:.3f} | {errors[1]:.3f} | "
@@ -282,15 +292,34 @@ def analysis(num_samples: int = 256, num_steps: int = 100) -> None:
     print(f"| {wall:.1f} | {peak_mib:.0f} | {stored:.0f} |")
 
 
-def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -> None:
-    from fewstep.metrics import FeatureStats, build_features, frechet_distance
-    from fewstep.solvers import per_sample_noise
+def data_statistics(data) -> dict:
+    """name -> (feature map, (mean, cov) of the data): LeNet features ("fid") and pixels ("fd")."""
+    from fewstep.metrics import FeatureStats, build_features
 
     lenet = build_features("lenet", data.name)
     reference = {}
     for name, features in (("fid", lenet), ("fd", lambda x: x.flatten(1))):
         stats = FeatureStats(128 if name == "fid" else data.images[0].numel()).update(features(data.images))
         reference[name] = (features, stats.mean_cov())
+    return reference
+
+
+def distances_to_data(reference: dict, sample_batch, seeds: torch.Tensor, batch: int) -> list[float]:
+    """[FID (LeNet), FD (pixels)] of sample_batch(seed chunk) over all seeds, to the data."""
+    from fewstep.metrics import FeatureStats, frechet_distance
+
+    stats = {key: FeatureStats(ref[1][0].shape[0]) for key, ref in reference.items()}
+    for chunk in seeds.split(batch):
+        out = sample_batch(chunk)
+        for key, (features, _) in reference.items():
+            stats[key].update(features(out))
+    return [frechet_distance(*stats[key].mean_cov(), *reference[key][1]) for key in ("fid", "fd")]
+
+
+def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -> None:
+    from fewstep.solvers import per_sample_noise
+
+    reference = data_statistics(data)
     solvers = [("er_sde", {"order": 1}), ("er_sde", {"order": 2}), ("er_sde", {"order": 3}),
                ("euler_ancestral", {}), ("edm_stochastic", {"s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0,
                "s_noise": 1.003}), ("dpmpp", {}), ("unipc", {})]  # fmt: skip
@@ -303,16 +332,57 @@ def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -
             plan = plan_steps(spec, nfe)
             sigmas = polynomial(plan.num_steps, 0.002, 80.0)
             afs = make_afs_prior("gaussian", data.images) if plan.afs else None
-            stats = {key: FeatureStats(ref[1][0].shape[0]) for key, ref in reference.items()}
-            for chunk in torch.arange(num_samples).split(batch):
+
+            def sample_batch(chunk):
                 x = seeded_noise(chunk, data.shape) * 80.0
-                extra = {"noise": per_sample_noise(chunk, data.shape)} if spec.stochastic else {}
-                out = spec.fn(denoiser, x, sigmas, afs=afs, **options, **extra)
-                for key, (features, _) in reference.items():
-                    stats[key].update(features(out))
-            distances = [frechet_distance(*stats[key].mean_cov(), *reference[key][1]) for key in ("fid", "fd")]
+                extra = {"noise": per_sample_noise(chunk, data.shape)} if spec.stochastic else {}  # noqa: B023
+                return spec.fn(denoiser, x, sigmas, afs=afs, **options, **extra)  # noqa: B023
+
+            distances = distances_to_data(reference, sample_batch, torch.arange(num_samples), batch)
             shown = ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
             print(f"| {name} | {shown} | {nfe} | {plan.num_steps} | {distances[0]:.2f} | {distances[1]:.2f} |")
+
+
+def _sampler(spec, model, sigmas, afs, shape):
+    return lambda chunk: spec.fn(model, seeded_noise(chunk, shape) * float(sigmas[0]), sigmas, afs=afs)
+
+
+def learned_model(data, batch: int, num_samples: int = 1024) -> None:
+    """The shipped U-Net: sampling throughput at NFE 5, and GITS vs polynomial distance to the data."""
+    from fewstep.models import load_unet
+    from fewstep.tasks.search import GITS_DEFAULTS
+
+    model = load_unet("unet_mnist5k.pt")
+    spec = SOLVERS["ipndm"]
+    with torch.no_grad():
+        plan = plan_steps(spec, 5)
+        sigmas = polynomial(plan.num_steps, 0.002, 80.0)
+        afs = make_afs_prior("gaussian", data.images) if plan.afs else None
+        x = seeded_noise(torch.arange(256), data.shape) * 80.0
+        t_sample = min_seconds(lambda: [spec.fn(model, chunk, sigmas, afs=afs) for chunk in x.split(batch)], 3)
+        t_model = min_seconds(lambda: [model(chunk, 1.0) for chunk in x.split(batch)], 3)
+        print(f"\n## Shipped model (unet_mnist5k, {sum(p.numel() for p in model.parameters()):,} parameters)\n")
+        print("| ipndm NFE 5 samples/s | denoiser evaluations/s | sampler time / 5 x one evaluation |")
+        print("|---|---|---|")
+        print(f"| {256 / t_sample:.1f} | {256 / t_model:.1f} | {t_sample / (plan.nfe * t_model):.3f} |")
+
+        cost = gits_timings(model, data, batch, GITS_DEFAULTS)
+        reference = data_statistics(data)
+        seeds = torch.arange(num_samples)
+        print(f"\n## GITS vs polynomial with the learned model ({num_samples} samples, distance to mnist5k)\n")
+        print("| solver | NFE | steps | AFS | FID polynomial | FID gits | FD polynomial | FD gits |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name in ("ipndm", "dpmpp", "euler"):
+            spec = SOLVERS[name]
+            for nfe in (5, 6, 8, 10):
+                plan = plan_steps(spec, nfe)
+                afs = make_afs_prior("gaussian", data.images) if plan.afs else None
+                schedules = [polynomial(plan.num_steps, 0.002, 80.0),
+                             gits_sigmas(cost, GITS_DEFAULTS, spec, plan, data, model, afs)]  # fmt: skip
+                found = [distances_to_data(reference, _sampler(spec, model, s, afs, data.shape), seeds, batch)
+                         for s in schedules]  # fmt: skip
+                print(f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {found[0][0]:.2f} | {found[1][0]:.2f} | "
+                      f"{found[0][1]:.2f} | {found[1][1]:.2f} |")  # fmt: skip
 
 
 def main() -> None:
@@ -322,7 +392,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        default=["overhead", "lightning", "gits", "truncation", "diffusers", "stochastic", "evaluation", "analysis"],
+        default=[
+            "overhead",
+            "lightning",
+            "gits",
+            "truncation",
+            "diffusers",
+            "stochastic",
+            "evaluation",
+            "analysis",
+            "learned",
+        ],  # fmt: skip
     )
     args = parser.parse_args()
     import tempfile
@@ -351,6 +431,8 @@ def main() -> None:
         evaluation(data)
     if "analysis" in args.only:
         analysis()
+    if "learned" in args.only:
+        learned_model(data, args.batch)
 
 
 if __name__ == "__main__":

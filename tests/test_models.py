@@ -84,6 +84,12 @@ def test_train_task_then_sample_with_the_checkpoint(tmp_path):
     assert blob["config"]["image_shape"] == [1, 8, 8] and (train_dir / "run" / "samples.png").is_file()
     assert (train_dir / "run" / "checkpoints" / "last.ckpt").is_file()
 
+    more = run_cli(["task=train", "dataset=digits", "task.steps=50", "task.batch_size=32", "task.resume=true", *tiny],
+                   train_dir)  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    resumed = json.loads((train_dir / "run" / "unet_digits.json").read_text())
+    assert resumed["resumed"] and resumed["steps"] == 50 and resumed["images_seen"] == 50 * 32
+
     sample_dir = tmp_path / "sample"
     done = run_cli(["model=unet", f"model.denoiser.path={weights}", "nfe=4", *QUICK, "num_samples=16"], sample_dir)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -119,7 +119,7 @@ def train(cfg) -> dict | None:
         "loss_every": int(task.log_every),
         "loss_history": _averages(module.losses, int(task.log_every)),
         "resumed": resume,
-        "command": f"python run.py task=train dataset={dataset.name} " + " ".join(_overrides()),
+        "command": " ".join(["python run.py", *(_overrides() or ["task=train"])]),
     }
     name = f"unet_{dataset.name}"
     weights = atomic_torch_save(run_dir / f"{name}.pt", checkpoint(ema, config))
