@@ -17,7 +17,8 @@
    (benchmarks/diffusers_overhead.py; needs the dev extra).
 9. Learned model (the shipped unet_mnist5k): samples/s at NFE 5 (iPNDM) and the sampler time over NFE x one
    denoiser evaluation; GITS (reference settings, warm-up on the U-Net) vs polynomial at NFE 5, 6, 8, 10 for
-   ipndm, dpmpp and euler: Fréchet distance to mnist5k (LeNet features and pixels, 1,024 samples).
+   ipndm, dpmpp and euler: Fréchet distance to mnist5k (LeNet features and pixels, 1,024 samples) and
+   truncation error against the model's own Heun-100 solution.
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -343,10 +344,6 @@ def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -
             print(f"| {name} | {shown} | {nfe} | {plan.num_steps} | {distances[0]:.2f} | {distances[1]:.2f} |")
 
 
-def _sampler(spec, model, sigmas, afs, shape):
-    return lambda chunk: spec.fn(model, seeded_noise(chunk, shape) * float(sigmas[0]), sigmas, afs=afs)
-
-
 def learned_model(data, batch: int, num_samples: int = 1024) -> None:
     """The shipped U-Net: sampling throughput at NFE 5, and GITS vs polynomial distance to the data."""
     from fewstep.models import load_unet
@@ -369,9 +366,24 @@ def learned_model(data, batch: int, num_samples: int = 1024) -> None:
         cost = gits_timings(model, data, batch, GITS_DEFAULTS)
         reference = data_statistics(data)
         seeds = torch.arange(num_samples)
+        x = seeded_noise(seeds, data.shape) * 80.0
+
+        def run(spec, sigmas, afs=None) -> torch.Tensor:
+            return torch.cat([spec.fn(model, chunk, sigmas, afs=afs) for chunk in x.split(batch)])
+
+        def distances(samples: torch.Tensor) -> list[float]:
+            return distances_to_data(reference, lambda chunk: samples[chunk], seeds, batch)
+
+        floor = distances(data.images[torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))])
+        solution = run(SOLVERS["heun"], polynomial(100, 0.002, 80.0))
+        exact = distances(solution)
         print(f"\n## GITS vs polynomial with the learned model ({num_samples} samples, distance to mnist5k)\n")
-        print("| solver | NFE | steps | AFS | FID polynomial | FID gits | FD polynomial | FD gits |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"{num_samples} dataset images vs the dataset: FID (LeNet) {floor[0]:.2f}, FD (pixels) {floor[1]:.2f}. "
+              f"The model's Heun-100 solution: FID {exact[0]:.2f}, FD {exact[1]:.2f}. Truncation error: mean L2 to "
+              "that solution from the same noise.\n")  # fmt: skip
+        print("| solver | NFE | steps | AFS | FID polynomial | FID gits | FD polynomial | FD gits | "
+              "trunc. polynomial | trunc. gits |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for name in ("ipndm", "dpmpp", "euler"):
             spec = SOLVERS[name]
             for nfe in (5, 6, 8, 10):
@@ -379,10 +391,11 @@ def learned_model(data, batch: int, num_samples: int = 1024) -> None:
                 afs = make_afs_prior("gaussian", data.images) if plan.afs else None
                 schedules = [polynomial(plan.num_steps, 0.002, 80.0),
                              gits_sigmas(cost, GITS_DEFAULTS, spec, plan, data, model, afs)]  # fmt: skip
-                found = [distances_to_data(reference, _sampler(spec, model, s, afs, data.shape), seeds, batch)
-                         for s in schedules]  # fmt: skip
+                samples = [run(spec, s, afs) for s in schedules]
+                found = [distances(out) for out in samples]
+                errors = [(out - solution).flatten(1).norm(dim=1).mean().item() for out in samples]
                 print(f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {found[0][0]:.2f} | {found[1][0]:.2f} | "
-                      f"{found[0][1]:.2f} | {found[1][1]:.2f} |")  # fmt: skip
+                      f"{found[0][1]:.2f} | {found[1][1]:.2f} | {errors[0]:.2f} | {errors[1]:.2f} |")  # fmt: skip
 
 
 def main() -> None:

@@ -70,3 +70,25 @@ def test_gits_sd_dry_run(tmp_path):
     assert metrics["nfe"] == 4 and metrics["model"] == "stable_diffusion" and "fid" not in metrics
     assert np.isfinite(metrics["truncation_error"])  # measured on the decoded images
     assert (tmp_path / "run" / "samples.png").is_file()
+
+
+def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):
+    """model=ddpm_cifar10 with a stand-in tiny UNet2DModel folder (flat layout): GITS searched on it, sampled with
+    the model's own sigma range, truncation error measured; no data here, so no FID."""
+    from .test_diffusers_models import save_unet, tiny_unet
+
+    save_unet(tmp_path / "ddpm", tiny_unet())
+    done = run_cli(
+        ["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}", "schedule=gits",
+         "schedule.num_warmup=4", "nfe=4", "num_samples=4", "batch_size=4", "eval.grid_size=4",
+         "eval.reference.num_steps=8"],
+        tmp_path,
+        env_extra={"HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["sigmas"][0] == 157.407 and metrics["nfe"] == 4 and np.isfinite(metrics["truncation_error"])
+    too_wide = run_cli(["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}",
+                        "model.sigma_max=200"], tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert too_wide.returncode == 2 and "model.sigma_max=200; set them inside that range" in too_wide.stderr
+    assert "Traceback" not in too_wide.stderr and "accelerate" not in too_wide.stderr

@@ -11,6 +11,7 @@ torch >= 1.13), so a .bin checkpoint cannot run code while loading; transformers
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Sequence
 from functools import partial
@@ -157,7 +158,9 @@ def _load(cls, folder: Path, dtype: torch.dtype, what: str):
         )
     try:
         if cls.__module__.startswith("diffusers"):  # keeps the modules diffusers wants in float32 (its warning)
-            model = cls.from_pretrained(folder, torch_dtype=dtype)
+            # low_cpu_mem_usage needs `accelerate` (not a dependency); without it diffusers warns on every load
+            fast = importlib.util.find_spec("accelerate") is not None
+            model = cls.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=fast)
         else:
             model = cls.from_pretrained(folder).to(dtype)
     except Exception as err:  # diffusers/transformers/safetensors raise OSError, ValueError, RuntimeError, ...
