@@ -198,3 +198,13 @@ def test_setup_checks_shape_and_sigma_range(make_cfg, tmp_path):
     assert setup.shape == (1, 8, 8) and setup.model_identity["weights"]
     with pytest.raises(FewstepError, match="makes 1x8x8 images but dataset 'mnist5k' has 1x28x28"):
         build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "model.sigma_min=0.01", "model.sigma_max=20"))
+
+
+@pytest.mark.slow
+def test_train_with_two_ddp_processes(tmp_path):
+    done = run_cli(["task=train", "dataset=digits", "trainer=ddp", "trainer.devices=2", "task.steps=20",
+                    "task.batch_size=32", "task.channels=[8,16]", "task.groups=4"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "unet_digits.json").read_text())
+    assert record["trainer"]["world_size"] == 2 and record["images_seen"] == 20 * 32 * 2
+    assert record["fixed_noise_loss_after"] < record["fixed_noise_loss_before"]
