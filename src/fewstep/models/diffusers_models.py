@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -301,7 +302,7 @@ class LatentConditioner(nn.Module):
         self.null_class = null_class
         self.cross_attention_dim = cross_attention_dim
         self.with_uncond = with_uncond
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()  # least recently used first
 
     def forward(self, seeds: torch.Tensor) -> dict:
         seeds = seeds.to(torch.long).cpu()
@@ -320,9 +321,11 @@ class LatentConditioner(nn.Module):
             cond.setdefault("class_labels", uncond["class_labels"])  # class_labels=null: unconditional samples
         return {"cond": cond, "uncond": uncond if self.with_uncond else None}
 
+    MAX_CACHED = 512  # embeddings kept (30k COCO captions x 77 x 768 in float16 would be 3.5 GB)
+
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> torch.Tensor:
-        """(len(prompts), L, D) text embeddings, encoding each distinct prompt once per device/dtype."""
+        """(len(prompts), L, D) text embeddings; the MAX_CACHED most recently used prompts are not encoded again."""
         p = next(self.text_encoder.parameters())
         key = (p.device, p.dtype)
         missing = sorted({text for text in prompts if (text, *key) not in self._cache})
@@ -336,7 +339,12 @@ class LatentConditioner(nn.Module):
             )
             hidden = self.text_encoder(tokens.input_ids.to(p.device)).last_hidden_state
             self._cache.update({(text, *key): h for text, h in zip(missing, hidden, strict=True)})
-        return torch.stack([self._cache[(text, *key)] for text in prompts])
+        out = torch.stack([self._cache[(text, *key)] for text in prompts])
+        for text in prompts:
+            self._cache.move_to_end((text, *key))
+        while len(self._cache) > max(self.MAX_CACHED, len(set(prompts))):
+            self._cache.popitem(last=False)
+        return out
 
 
 class LatentDenoiser(VPDiscreteDenoiser):
