@@ -37,10 +37,10 @@ def test_every_group_has_options():
 def test_dataset_instantiates(make_cfg, name):
     data = instantiate(make_cfg(f"dataset={name}").dataset)
     assert isinstance(data, ImageDataset)
-    assert data.images.dim() == 4 and data.images.dtype == torch.float32
-    if name in ("cifar10", "none"):  # data that is not here: a name and a shape only
-        assert len(data.images) == 0 and len(data.shape) == 3
+    if name in ("cifar10", "none"):  # data that is not here: a name and a shape (cifar10) only
+        assert len(data.images) == 0 and len(data.shape) == (3 if name == "cifar10" else 0)
         return
+    assert data.images.dim() == 4 and data.images.dtype == torch.float32
     if name != "gaussian":  # images scaled to [-1, 1]; the Gaussian toy is unbounded by nature
         assert data.images.min() >= -1 and data.images.max() <= 1
     assert len(data.images) >= 100
@@ -74,9 +74,9 @@ def test_solver_and_schedule_compose(make_cfg, solver, schedule):
         from fewstep.solvers import plan_for_schedule
 
         nfe = plan_for_schedule(spec, len(cfg.schedule.sigmas), cfg.solver.afs, False).nfe
-    sigmas, plan = build_sigmas(
-        container(cfg.schedule), spec, nfe, cfg.solver.afs, False, cfg.model.sigma_min, cfg.model.sigma_max
-    )
+    # discrete is uniform in a model's timesteps: its default betas (SD 1.x) fit SD's sigma range, not the KDE's
+    sigma_range = (0.0292, 14.61) if schedule == "discrete" else (cfg.model.sigma_min, cfg.model.sigma_max)
+    sigmas, plan = build_sigmas(container(cfg.schedule), spec, nfe, cfg.solver.afs, False, *sigma_range)
     assert plan.nfe == nfe
     assert sigmas is None if schedule == "gits" else len(sigmas) == plan.num_steps + 1  # gits: searched later
 

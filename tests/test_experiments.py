@@ -79,7 +79,7 @@ def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):
 
     save_unet(tmp_path / "ddpm", tiny_unet())
     done = run_cli(
-        ["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}", "schedule=gits",
+        ["model=ddpm_cifar10", "dataset=none", f"model.denoiser.path={tmp_path / 'ddpm'}", "schedule=gits",
          "schedule.num_warmup=4", "nfe=4", "num_samples=4", "batch_size=4", "eval.grid_size=4",
          "eval.reference.num_steps=8"],
         tmp_path,
@@ -88,7 +88,10 @@ def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["sigmas"][0] == 157.407 and metrics["nfe"] == 4 and np.isfinite(metrics["truncation_error"])
-    too_wide = run_cli(["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}",
+    too_wide = run_cli(["model=ddpm_cifar10", "dataset=none", f"model.denoiser.path={tmp_path / 'ddpm'}",
                         "model.sigma_max=200"], tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert too_wide.returncode == 2 and "model.sigma_max=200; set them inside that range" in too_wide.stderr
     assert "Traceback" not in too_wide.stderr and "accelerate" not in too_wide.stderr
+    wrong_data = run_cli(["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}"],
+                         tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert wrong_data.returncode == 2 and "makes 1x8x8 images but dataset 'cifar10' has 3x32x32" in wrong_data.stderr

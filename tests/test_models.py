@@ -73,7 +73,14 @@ def test_training_step_lowers_the_fixed_noise_loss():
 def test_train_task_then_sample_with_the_checkpoint(tmp_path):
     """`task=train` on digits lowers the loss and writes a weights-only checkpoint that `model=unet` samples with."""
     train_dir = tmp_path / "train"
-    tiny = ["task.channels=[8,16]", "task.emb_dim=32", "task.groups=4", "task.log_every=10", "task.warmup_steps=5"]
+    tiny = [
+        "task.channels=[8,16]",
+        "task.emb_dim=32",
+        "task.groups=4",
+        "task.log_every=10",
+        "task.warmup_steps=5",
+        "task.checkpoint_every=20",
+    ]
     done = run_cli(["task=train", "dataset=digits", "task.steps=40", "task.batch_size=32", *tiny], train_dir)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((train_dir / "run" / "unet_digits.json").read_text())
@@ -89,6 +96,12 @@ def test_train_task_then_sample_with_the_checkpoint(tmp_path):
     assert more.returncode == 0, more.stderr[-3000:]
     resumed = json.loads((train_dir / "run" / "unet_digits.json").read_text())
     assert resumed["resumed"] and resumed["steps"] == 50 and resumed["images_seen"] == 50 * 32
+    assert resumed["fixed_noise_loss_before"] == record["fixed_noise_loss_before"]
+    assert len(resumed["loss_history"]) == 5  # the whole run's losses, every 10 steps
+
+    other = run_cli(["task=train", "dataset=digits", "task.steps=60", "task.resume=true", *tiny[1:],
+                     "task.channels=[8,8]"], train_dir)  # fmt: skip
+    assert other.returncode == 2 and "trained with other settings (channels)" in other.stderr
 
     sample_dir = tmp_path / "sample"
     done = run_cli(["model=unet", f"model.denoiser.path={weights}", "nfe=4", *QUICK, "num_samples=16"], sample_dir)

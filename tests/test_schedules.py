@@ -27,6 +27,8 @@ STEPS = (1, 2, 5, 10, 60)
 @pytest.mark.parametrize("num_steps", STEPS)
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_schedule_contract(name, num_steps, sigma_min, sigma_max):
+    if name == "discrete" and sigma_max > 14.62:
+        pytest.skip("discrete's default betas (SD 1.x) span sigma 0.0292-14.61 only (an error, tested below)")
     sigmas = SCHEDULES[name](num_steps, sigma_min, sigma_max)
     assert sigmas.shape == (num_steps + 1,)
     assert sigmas.dtype == torch.float64
@@ -99,7 +101,7 @@ def test_time_quadratic_differs_from_time_uniform(num_steps):
 
 
 def test_schedules_differ_from_each_other():
-    results = {name: fn(8, 0.002, 80.0) for name, fn in SCHEDULES.items()}
+    results = {name: fn(8, 0.0292, 14.61) for name, fn in SCHEDULES.items()}  # a range every schedule takes
     names = sorted(results)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
@@ -157,7 +159,7 @@ def test_validate_without_range_only_checks_shape_of_the_list():
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_make_schedule_matches_direct_call(name):
-    assert torch.equal(make_schedule(name, 7, 0.002, 80), SCHEDULES[name](7, 0.002, 80.0))
+    assert torch.equal(make_schedule(name, 7, 0.0292, 14.61), SCHEDULES[name](7, 0.0292, 14.61))
 
 
 def test_make_schedule_passes_options():
@@ -196,3 +198,16 @@ def test_check_range_rejects_sigma_max_not_above_sigma_min(sigma_max):
 def test_schedules_reject_bad_num_steps(name, num_steps):
     with pytest.raises(FewstepError, match="at least 1 step"):
         SCHEDULES[name](num_steps, 0.002, 80.0)
+
+
+def test_discrete_schedule_is_uniform_in_the_model_timesteps():
+    from fewstep.models.vp import discrete_sigmas, sigma_to_t
+    from fewstep.schedules import discrete
+    from fewstep.schedules.handcrafted import discrete_betas
+
+    sigmas = discrete(6, 0.0292, 14.61)
+    abar = torch.cumprod(1 - discrete_betas(0.00085, 0.012, "scaled_linear", 1000), 0)
+    t = sigma_to_t(discrete_sigmas(abar).log(), sigmas)
+    assert torch.allclose(t.diff(), t.diff()[0].expand(6), atol=1e-6) and t[0] > 998.9
+    with pytest.raises(FewstepError, match="span sigma in .* the model's range is \\[0.002, 80\\]"):
+        discrete(6, 0.002, 80.0)

@@ -17,6 +17,7 @@ class ImageDataset:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """(C, H, W); () for a dataset that declares no shape (the model's decides)."""
         return tuple(self.images.shape[1:])
 
     def fingerprint(self) -> str:
@@ -69,7 +70,7 @@ def gaussian_parameters(channels: int = 1, size: int = 8) -> tuple[torch.Tensor,
     return mean, std
 
 
-def no_data(name: str, shape: list[int] | tuple[int, ...]) -> ImageDataset:
+def no_data(name: str, shape: list[int] | tuple[int, ...] | None = None) -> ImageDataset:
     """A dataset whose images are not here (e.g. CIFAR-10 or COCO for a downloaded model): only its name and
-    image shape. FID then needs published statistics (eval.reference_stats)."""
-    return ImageDataset(name, torch.empty((0, *(int(d) for d in shape))))
+    image shape (None: the model's). FID then needs published statistics (eval.reference_stats)."""
+    return ImageDataset(name, torch.empty((0, *(int(d) for d in shape)) if shape else (0,)))

@@ -257,7 +257,7 @@ def load_unet2d(
         timestep,
         conditioner=conditioner,
     )
-    denoiser.sample_shape = (unet.config.in_channels, *_size(unet.config.sample_size))
+    denoiser.image_shape = (unet.config.in_channels, *_size(unet.config.sample_size))  # samples images directly
     return denoiser
 
 
@@ -368,6 +368,8 @@ class LatentDenoiser(VPDiscreteDenoiser):
         )
         self.vae = vae
         self.sample_shape = (unet.config.in_channels, *_size(unet.config.sample_size))
+        upsampling = 2 ** (len(vae.config.block_out_channels) - 1)  # AutoencoderKL: one 2x step between levels
+        self.image_shape = (vae.config.out_channels, *(upsampling * d for d in self.sample_shape[1:]))
 
     @property
     def guidance_scale(self) -> float:

@@ -64,6 +64,8 @@ def load_edm_pickle(path: str, allow_pickle: bool = False, class_labels: list[in
             "must be importable (git clone https://github.com/NVlabs/edm and add it to PYTHONPATH)"
         )
     local = resolve_pretrained(path, "model.denoiser.path")
+    if local.is_dir():
+        raise FewstepError(f"model.denoiser.path={local} is a directory; give the .pkl file")
     try:
         with open(local, "rb") as f:
             blob = pickle.load(f)
@@ -72,11 +74,17 @@ def load_edm_pickle(path: str, allow_pickle: bool = False, class_labels: list[in
             f"{local} needs the Python module {err.name!r}, which is not importable: the pickle refers to EDM's code. "
             "Clone https://github.com/NVlabs/edm and run with PYTHONPATH=/path/to/edm"
         ) from err
-    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError) as err:
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, IndexError, OSError, RuntimeError) as err:
         raise FewstepError(f"{local} is not a readable pickle ({type(err).__name__}: {err}); it may be damaged: "
                            "download it again") from err  # fmt: skip
     net = blob.get(key) if isinstance(blob, dict) else None
     if not isinstance(net, nn.Module):
         found = sorted(blob) if isinstance(blob, dict) else type(blob).__name__
         raise FewstepError(f"{local} has no network under {key!r} (found {found}); EDM pickles hold 'ema'")
-    return EDMNetwork(net.eval().requires_grad_(False), list(class_labels) if class_labels else None)
+    labels = [int(v) for v in class_labels] if class_labels else None
+    classes = int(getattr(net, "label_dim", 0) or 0)
+    if labels and not classes:
+        raise FewstepError(f"model.denoiser.class_labels={labels}, but {local} is unconditional: set it to null")
+    if labels and not all(0 <= v < classes for v in labels):
+        raise FewstepError(f"model.denoiser.class_labels={labels}: {local} has classes 0..{classes - 1}")
+    return EDMNetwork(net.eval().requires_grad_(False), labels)

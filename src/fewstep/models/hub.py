@@ -9,6 +9,11 @@ from pathlib import Path
 from fewstep.errors import FewstepError
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".safetensors", ".bin", ".npz", ".json"}
+# What the loaders read from a diffusers repo; not the original .ckpt files, fp16/non-EMA variants or other
+# frameworks' weights (a Stable Diffusion repo holds tens of GB of those).
+ALLOW_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*.bin"]
+IGNORE_PATTERNS = ["*.ckpt", "*non_ema*", "*.fp16.*", "*.msgpack", "*.h5", "*.onnx", "*.pb", "safety_checker/*"]
 
 
 def resolve_pretrained(name: str | os.PathLike, what: str = "model.path") -> Path:
@@ -21,7 +26,7 @@ def resolve_pretrained(name: str | os.PathLike, what: str = "model.path") -> Pat
     if path.exists():
         return path
     text = str(name)
-    if not _REPO_ID.match(text) or text.startswith((".", "~")):
+    if not _REPO_ID.match(text) or text.startswith((".", "~")) or path.suffix.lower() in _FILE_SUFFIXES:
         raise FewstepError(f"{what}={text}: no such file or directory")
     try:
         from huggingface_hub import snapshot_download
@@ -37,7 +42,7 @@ def resolve_pretrained(name: str | os.PathLike, what: str = "model.path") -> Pat
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         raise FewstepError(offline_message(text, what, "HF_HUB_OFFLINE is set"))
     try:
-        return Path(snapshot_download(text))
+        return Path(snapshot_download(text, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS))
     except Exception as err:  # no network, unknown repo, gated repo...
         raise FewstepError(offline_message(text, what, f"{type(err).__name__}: {err}")) from err
 
@@ -45,6 +50,7 @@ def resolve_pretrained(name: str | os.PathLike, what: str = "model.path") -> Pat
 def offline_message(repo_id: str, what: str, reason: str) -> str:
     return (
         f"{what}={repo_id}: not a local path and not in the Hugging Face cache, and it could not be downloaded "
-        f"({reason}). On a machine with network, run `hf download {repo_id} --local-dir DIR` "
-        f"(or `huggingface-cli download ...`), copy DIR here and set {what}=DIR"
+        f"({reason}). On a machine with network, run `hf download {repo_id} --local-dir DIR "
+        f"--exclude '*.ckpt' '*non_ema*' '*.fp16.*'` (or `huggingface-cli download ...`), copy DIR here and set "
+        f"{what}=DIR"
     )

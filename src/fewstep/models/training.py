@@ -41,9 +41,12 @@ class DiffusionTraining(L.LightningModule):
         self.ema_halflife_images, self.ema_rampup = float(ema_halflife_images), ema_rampup
         self.images_seen = 0
         self.losses: list[float] = []
+        self.initial_loss: float | None = None  # the fixed-noise loss before any training (set by the task)
+        self.network: dict = {}  # the network's config, kept in checkpoints to check a resume against
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (images,) = batch
+        self.batch_images = images.shape[0]
         loss = edm_loss(self.model, images, self.p_mean, self.p_std)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the EDM loss is {loss.item()} at step {self.global_step}; lower task.lr")
@@ -51,8 +54,12 @@ class DiffusionTraining(L.LightningModule):
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        batch_size = batch[0].shape[0] * self.trainer.world_size
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update: both happen before any checkpoint of this step is written."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.batch_images * self.trainer.world_size)
+
+    def update_ema(self, batch_size: int) -> None:
         self.images_seen += batch_size
         beta = ema_decay(self.images_seen, batch_size, self.ema_halflife_images, self.ema_rampup)
         with torch.no_grad():
@@ -69,7 +76,11 @@ class DiffusionTraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["images_seen"] = self.images_seen
+        checkpoint["fewstep"] = {"images_seen": self.images_seen, "losses": self.losses,
+                                 "initial_loss": self.initial_loss, "network": self.network}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.images_seen = int(checkpoint.get("images_seen", 0))
+        saved = checkpoint.get("fewstep", {})
+        self.images_seen = int(saved.get("images_seen", 0))
+        self.losses = list(saved.get("losses", []))
+        self.initial_loss = saved.get("initial_loss", self.initial_loss)

@@ -118,7 +118,9 @@ class EDMPrecond(nn.Module):
         c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
         c_in = 1 / (sigma**2 + sd2).sqrt()
         c_noise = sigma.log().flatten() / 4
-        out = self.net((c_in * x).float(), c_noise)
+        weight = next(self.net.parameters(), None)  # float32, or half/bf16 under trainer.precision=16-true
+        dtype = weight.dtype if weight is not None else torch.float32
+        out = self.net((c_in * x).to(dtype), c_noise.to(dtype))
         return (c_skip * x + c_out * out).to(x.dtype)
 
 

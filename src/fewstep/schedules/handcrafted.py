@@ -102,6 +102,13 @@ def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.
         raise FewstepError(f"schedule.rho must be positive, got {rho}")
     abar = torch.cumprod(1 - discrete_betas(beta_start, beta_end, beta_schedule, int(num_train_timesteps)), 0)
     log_table = (0.5 * ((1 - abar) / abar).log()).tolist()
+    low, high = math.exp(log_table[0]), math.exp(log_table[-1])
+    if sigma_min < low * (1 - 1e-3) or sigma_max > high * (1 + 1e-3):
+        raise FewstepError(
+            f"schedule=discrete: these betas ({beta_schedule}, {beta_start} -> {beta_end}, {num_train_timesteps} "
+            f"steps) span sigma in [{low:.6g}, {high:.6g}], but the model's range is [{sigma_min:g}, {sigma_max:g}]; "
+            "set schedule.beta_* (or schedule.base_options for GITS) to the model's training schedule"
+        )
     t_of = _interpolator(log_table, list(range(len(log_table))))
     t_max, t_min = t_of(math.log(sigma_max)), t_of(math.log(sigma_min))
     t = (t_max ** (1 / rho) + _fractions(num_steps) * (t_min ** (1 / rho) - t_max ** (1 / rho))) ** rho

@@ -29,7 +29,7 @@ from fewstep.models import KDEDenoiser
 from fewstep.models.denoiser import for_seeds
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import build_dataset, build_denoiser, sample_shape
+from fewstep.tasks.setup import build_dataset, build_denoiser, check_sigma_range, sample_shape
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.storage import atomic_save_json
 
@@ -106,6 +106,7 @@ def analyze(cfg) -> dict:
     task = cfg.task
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
+    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), cfg.model.name)
     shape = sample_shape(denoiser, dataset, cfg.model.name)
     # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
     optimal = None

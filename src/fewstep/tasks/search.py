@@ -234,6 +234,8 @@ def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range,
         )
         payload = None
         if trainer.is_global_zero:
+            if insert_afs and isinstance(setup.denoiser, torch.nn.Module):  # predict's teardown left it on the CPU
+                setup.denoiser.to(trainer.strategy.root_device)
             try:
                 record = searched_record(
                     setup,

@@ -81,21 +81,23 @@ def build_denoiser(cfg: DictConfig, dataset: ImageDataset):
 
 
 def sample_shape(denoiser, dataset: ImageDataset, model_name: str) -> tuple[int, ...]:
-    """A latent model declares `sample_shape`; a network trained on images declares `image_shape`, which must
-    match the dataset's; closed-form models sample in the dataset's shape."""
+    """What the solver integrates. A network declares the `image_shape` it makes (checked against the dataset's,
+    unless the dataset declares none) and a latent model also its `sample_shape`; closed-form models sample in
+    the dataset's shape."""
+    image_shape = getattr(denoiser, "image_shape", None)
+    if image_shape is not None:
+        image_shape = tuple(int(d) for d in image_shape)
+        if dataset.shape and image_shape != dataset.shape:
+            raise FewstepError(
+                f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset {dataset.name!r} has "
+                f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on (or dataset=none)"
+            )
     declared = getattr(denoiser, "sample_shape", None)
     if declared is not None:
         return tuple(int(d) for d in declared)
-    image_shape = getattr(denoiser, "image_shape", None)
-    if image_shape is None:
-        return dataset.shape
-    image_shape = tuple(int(d) for d in image_shape)
-    if len(dataset.images) and image_shape != dataset.shape:
-        raise FewstepError(
-            f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset {dataset.name!r} has "
-            f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on"
-        )
-    return image_shape
+    if image_shape is None and not dataset.shape:
+        raise FewstepError(f"dataset={dataset.name} gives no image shape and model={model_name} declares none")
+    return image_shape or dataset.shape
 
 
 def check_sigma_range(denoiser, sigma_min: float, sigma_max: float, model_name: str) -> None:
@@ -210,6 +212,12 @@ def weights_fingerprint(denoiser) -> str | None:
     digest = hashlib.sha256()
     for name, tensor in denoiser.state_dict().items():
         digest.update(f"{name}:{tensor_fingerprint(tensor)}".encode())
+    # what a wrapper adds to the weights: a discrete model's sigma table and output parametrisation
+    for attribute in ("prediction_type", "timestep", "sigma_range", "guidance_scale", "image_shape", "sample_shape"):
+        digest.update(f"{attribute}={getattr(denoiser, attribute, None)!r}".encode())
+    log_sigmas = getattr(denoiser, "_log_sigmas", None)
+    if isinstance(log_sigmas, dict) and log_sigmas:
+        digest.update(tensor_fingerprint(next(iter(log_sigmas.values()))).encode())
     return digest.hexdigest()[:16]
 
 

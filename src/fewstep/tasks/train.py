@@ -71,7 +71,8 @@ def train(cfg) -> dict | None:
         build_unet(config), float(task.lr), int(task.warmup_steps), float(task.p_mean), float(task.p_std),
         float(task.ema_halflife_images), task.ema_rampup,
     )  # fmt: skip
-    loss_before = fixed_noise_loss(module.ema, dataset.images, task)
+    module.network = config
+    module.initial_loss = fixed_noise_loss(module.ema, dataset.images, task)
     loader = DataLoader(
         TensorDataset(dataset.images),
         batch_size=int(task.batch_size),
@@ -83,6 +84,8 @@ def train(cfg) -> dict | None:
     resume = bool(task.resume) and last.is_file()
     if bool(task.resume) and not resume:
         info(f"task.resume=true but {last} does not exist: training from scratch")
+    if resume:
+        check_resumable(last, config)
     loggers = [logger for _, logger in build_loggers(cfg, {"dataset": dataset.name, "model": "unet"})]
     trainer = instantiate(
         cfg.trainer,
@@ -92,7 +95,11 @@ def train(cfg) -> dict | None:
         enable_checkpointing=True,
         callbacks=[
             ModelCheckpoint(
-                dirpath=last.parent, save_last=True, save_top_k=0, every_n_train_steps=int(task.checkpoint_every)
+                dirpath=last.parent,
+                save_last=True,
+                save_top_k=0,
+                enable_version_counter=False,  # a new run overwrites last.ckpt instead of writing last-v1.ckpt
+                every_n_train_steps=int(task.checkpoint_every),
             )
         ],  # fmt: skip
         logger=loggers or False,
@@ -114,7 +121,7 @@ def train(cfg) -> dict | None:
         "steps": int(trainer.global_step),
         "images_seen": module.images_seen,
         "seconds": seconds,
-        "fixed_noise_loss_before": loss_before,
+        "fixed_noise_loss_before": module.initial_loss,
         "fixed_noise_loss_after": fixed_noise_loss(ema, dataset.images, task),
         "loss_every": int(task.log_every),
         "loss_history": _averages(module.losses, int(task.log_every)),
@@ -134,10 +141,23 @@ def train(cfg) -> dict | None:
         info(f"installed as the shipped model in {WEIGHTS_DIR}")
     info(
         f"U-Net on {dataset.name}: {record['steps']} steps in {seconds:.0f} s, fixed-noise loss "
-        f"{loss_before:.4f} -> {record['fixed_noise_loss_after']:.4f}; weights {weights}"
+        f"{module.initial_loss:.4f} -> {record['fixed_noise_loss_after']:.4f}; weights {weights}"
     )
     atomic_save_json(run_dir / "config.json", resolved_config(cfg))
     return {k: record[k] for k in ("steps", "seconds", "fixed_noise_loss_before", "fixed_noise_loss_after")}
+
+
+def check_resumable(last: Path, config: dict) -> None:
+    """A resume continues the same network on the same data, or stops with an error saying why."""
+    try:
+        saved = torch.load(last, map_location="cpu", weights_only=True).get("fewstep", {}).get("network")
+    except Exception as err:
+        raise FewstepError(f"cannot resume from {last} ({type(err).__name__}: {err}); it is damaged: delete it "
+                           "or train without task.resume") from err  # fmt: skip
+    if saved != config:
+        changed = sorted(k for k in {**(saved or {}), **config} if (saved or {}).get(k) != config.get(k))
+        raise FewstepError(f"cannot resume from {last}: it was trained with other settings ({', '.join(changed)}); "
+                           "use the same task/dataset options, another hydra.run.dir, or no task.resume")  # fmt: skip
 
 
 def _averages(values: list[float], every: int) -> list[float]:
