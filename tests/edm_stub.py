@@ -1,7 +1,16 @@
 """Stands in for EDM's network classes in pickles made by the tests (importable as tests.edm_stub)."""
 
+import pickle
+
 import torch
 from torch import nn
+
+
+def write_edm_pickle(path, net: nn.Module):
+    """A file laid out like EDM's network pickles: a dict with the network under "ema"."""
+    with open(path, "wb") as f:
+        pickle.dump({"ema": net, "augment_pipe": None}, f)
+    return path
 
 
 class TinyEDMNet(nn.Module):

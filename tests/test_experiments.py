@@ -1,12 +1,11 @@
 """The papers' setups by name compose, and dry runs with stand-in tiny checkpoints go end to end on the CPU."""
 
 import json
-import pickle
 
 import numpy as np
 
 from .conftest import run_cli
-from .edm_stub import TinyEDMNet
+from .edm_stub import TinyEDMNet, write_edm_pickle
 
 
 def test_paper_experiments_compose(make_cfg):
@@ -23,9 +22,7 @@ def test_paper_experiments_compose(make_cfg):
 
 def test_gits_cifar10_dry_run(tmp_path):
     """EDM pickle (stand-in) + GITS + AFS + Inception FID against 'published' statistics, 4 samples."""
-    weights = tmp_path / "edm.pkl"
-    with open(weights, "wb") as f:
-        pickle.dump({"ema": TinyEDMNet(resolution=32, channels=3)}, f)
+    weights = write_edm_pickle(tmp_path / "edm.pkl", TinyEDMNet(resolution=32, channels=3))
     stats = tmp_path / "cifar10-32x32.npz"
     np.savez(stats, mu=np.zeros(2048), sigma=np.eye(2048) * 1e-2)
     done = run_cli(
@@ -43,9 +40,7 @@ def test_gits_cifar10_dry_run(tmp_path):
 
 
 def test_gits_cifar10_refuses_the_pickle_without_opt_in(tmp_path):
-    weights = tmp_path / "edm.pkl"
-    with open(weights, "wb") as f:
-        pickle.dump({"ema": TinyEDMNet(resolution=32, channels=3)}, f)
+    weights = write_edm_pickle(tmp_path / "edm.pkl", TinyEDMNet(resolution=32, channels=3))
     done = run_cli(["experiment=gits_cifar10", "trainer=cpu", f"model.denoiser.path={weights}"], tmp_path)
     assert done.returncode == 2
     assert "allow_pickle=true" in done.stderr and "Traceback" not in done.stderr

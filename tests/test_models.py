@@ -1,7 +1,6 @@
 """fewstep's own U-Net (EDM preconditioning, training task, shipped model) and EDM pickles."""
 
 import json
-import pickle
 import sys
 import types
 
@@ -20,7 +19,7 @@ from fewstep.solvers import get_solver
 from fewstep.tasks.setup import build_setup
 
 from .conftest import QUICK, run_cli
-from .edm_stub import TinyEDMNet
+from .edm_stub import TinyEDMNet, write_edm_pickle
 
 TINY = {"in_channels": 1, "channels": [8, 16], "emb_dim": 16, "groups": 4, "image_shape": [1, 8, 8]}
 
@@ -159,14 +158,8 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path):
         load_unet(tmp_path / "missing.pt")
 
 
-def _edm_pickle(path, net):
-    with open(path, "wb") as f:
-        pickle.dump({"ema": net, "augment_pipe": None}, f)
-    return path
-
-
 def test_edm_pickle_needs_the_opt_in_and_then_loads(tmp_path):
-    path = _edm_pickle(tmp_path / "edm.pkl", TinyEDMNet())
+    path = write_edm_pickle(tmp_path / "edm.pkl", TinyEDMNet())
     with pytest.raises(FewstepError, match="runs code.*allow_pickle=true"):
         load_edm_pickle(str(path))
     model = load_edm_pickle(str(path), allow_pickle=True)
@@ -174,7 +167,7 @@ def test_edm_pickle_needs_the_opt_in_and_then_loads(tmp_path):
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(model(x, 2.0), 0.5 * x / 5)
 
-    labelled = load_edm_pickle(str(_edm_pickle(tmp_path / "cond.pkl", TinyEDMNet(label_dim=10))), True, [3, 7])
+    labelled = load_edm_pickle(str(write_edm_pickle(tmp_path / "cond.pkl", TinyEDMNet(label_dim=10))), True, [3, 7])
     bound = labelled.for_seeds(torch.tensor([0, 1, 2]))  # labels cycle over seeds: 3, 7, 3
     out = bound(torch.zeros(3, 1, 8, 8), 1.0)
     assert out[:, 0, 0, 0].tolist() == [3.0, 7.0, 3.0]
@@ -190,7 +183,7 @@ def test_edm_pickle_without_its_code_or_damaged(tmp_path):
     module.Net = Net
     sys.modules[module.__name__] = module
     try:
-        path = _edm_pickle(tmp_path / "needs_code.pkl", Net())
+        path = write_edm_pickle(tmp_path / "needs_code.pkl", Net())
     finally:
         del sys.modules[module.__name__]
     with pytest.raises(FewstepError, match="edm_code_not_installed.*PYTHONPATH"):
