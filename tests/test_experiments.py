@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 
 from .conftest import run_cli
 from .edm_stub import TinyEDMNet, write_edm_pickle
@@ -65,6 +66,9 @@ def test_gits_sd_dry_run(tmp_path):
     assert metrics["nfe"] == 4 and metrics["model"] == "stable_diffusion" and "fid" not in metrics
     assert np.isfinite(metrics["truncation_error"])  # measured on the decoded images
     assert (tmp_path / "run" / "samples.png").is_file()
+    (shard, *_) = (tmp_path / "run" / "samples").glob("*/*.pt")
+    stored = torch.load(shard, weights_only=True)["samples"]
+    assert stored.dtype == torch.uint8 and stored.shape[1:] == (3, 16, 16)  # decoded images, 1 byte per value
 
 
 def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):

@@ -141,3 +141,13 @@ def test_install_has_no_cuda_or_torchvision():
         [sys.executable, str(ROOT / "scripts" / "check_install.py")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shard_store_keeps_decoded_images_as_uint8(tmp_path):
+    from fewstep.utils.shards import to_uint8
+
+    images = torch.rand(3, 3, 4, 4) * 2 - 1
+    store = ShardStore(tmp_path)
+    store.write(torch.tensor([5, 6, 7]), to_uint8(images))
+    loaded = store.load([7, 5])
+    assert loaded.dtype == torch.float32 and (loaded - images[[2, 0]]).abs().max() <= 1 / 127.5

@@ -18,7 +18,7 @@ from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.models.denoiser import CountingDenoiser, decode, for_seeds
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
 from fewstep.utils.runtime import quiet_lightning
-from fewstep.utils.shards import ShardStore
+from fewstep.utils.shards import ShardStore, to_uint8
 
 quiet_lightning()  # again, now that Lightning is imported (its import installs warning filters of its own)
 
@@ -86,13 +86,19 @@ class SamplingModule(SeedShardedModule):
         start = time.perf_counter()
         samples = self.solver(counter, x, self.sigmas, afs=afs, **options)
         self.solver_seconds += time.perf_counter() - start
-        if not torch.isfinite(samples).all():
-            raise FloatingPointError(
-                f"non-finite samples for seeds {seeds[0].item()}..{seeds[-1].item()}: the denoiser returned "
-                "NaN/inf; check the model and its sigma range (model.sigma_min / model.sigma_max)"
-            )
+        _check_finite(samples, seeds, "the denoiser returned NaN/inf; check the model and its sigma range "
+                      "(model.sigma_min / model.sigma_max)")  # fmt: skip
         self.nfe_per_batch.append(counter.calls)
-        return {"seeds": seeds, "samples": decode(self.denoiser, samples)}
+        if getattr(self.denoiser, "decode", None) is None:
+            return {"seeds": seeds, "samples": samples}
+        images = decode(self.denoiser, samples)
+        _check_finite(images, seeds, "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)")
+        return {"seeds": seeds, "samples": to_uint8(images)}  # stored as PNG-like bytes: 4x smaller
+
+
+def _check_finite(samples: torch.Tensor, seeds: torch.Tensor, why: str) -> None:
+    if not torch.isfinite(samples).all():
+        raise FloatingPointError(f"non-finite samples for seeds {seeds[0].item()}..{seeds[-1].item()}: {why}")
 
 
 class ShardWriter(BasePredictionWriter):

@@ -4,6 +4,9 @@ A store is a folder of `seeds_FIRST_LAST_COUNT.pt` files, each `{"seeds": LongTe
 A shard whose name says it holds a contiguous seed range is only opened when one of its seeds is wanted, so a
 rank reads just its share. A shard that cannot be read is reported and treated as missing (its seeds are
 computed again); atomic renames mean a killed writer leaves none behind.
+
+Decoded images (a latent model's samples, ~3 MB each at 512x512 in float32) are stored as uint8, as the PNGs
+that FID tools read; `load` returns float32 in [-1, 1] either way.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from fewstep.utils.storage import atomic_torch_save
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"seeds_(\d+)_(\d+)_(\d+)\.pt$")
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 0..255 (rounded, clamped)."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1
 
 
 class ShardStore:
@@ -64,4 +76,5 @@ class ShardStore:
         absent = [s for s in seeds if s not in have]
         if absent:
             raise RuntimeError(f"{len(absent)} seeds missing from {self.root} (first: {absent[:5]})")
-        return torch.stack([have[s] for s in seeds])
+        stacked = torch.stack([have[s] for s in seeds])
+        return from_uint8(stacked) if stacked.dtype == torch.uint8 else stacked
