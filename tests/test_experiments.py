@@ -8,6 +8,15 @@ import torch
 from .conftest import run_cli
 from .edm_stub import TinyEDMNet, write_edm_pickle
 
+OFFLINE = {"HF_HUB_OFFLINE": "1"}
+
+
+def run_job(args: list[str], tmp_path) -> dict:
+    """`python run.py ARGS` offline; it must succeed; its metrics.json."""
+    done = run_cli(args, tmp_path, env_extra=OFFLINE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
 
 def test_paper_experiments_compose(make_cfg):
     cifar = make_cfg("experiment=gits_cifar10")
@@ -26,14 +35,12 @@ def test_gits_cifar10_dry_run(tmp_path):
     weights = write_edm_pickle(tmp_path / "edm.pkl", TinyEDMNet(resolution=32, channels=3))
     stats = tmp_path / "cifar10-32x32.npz"
     np.savez(stats, mu=np.zeros(2048), sigma=np.eye(2048) * 1e-2)
-    done = run_cli(
+    metrics = run_job(
         ["experiment=gits_cifar10", "trainer=cpu", f"model.denoiser.path={weights}", "model.denoiser.allow_pickle=true",
          f"eval.reference_stats={stats}", "num_samples=4", "batch_size=4", "schedule.num_warmup=4",
          "schedule.afs_batch=4", "eval.grid_size=4"],
         tmp_path,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["nfe"] == 5 and metrics["afs"] and metrics["features"] == "inception"
     assert np.isfinite(metrics["fid"]) and "fd" not in metrics and "truncation_error" not in metrics
     schedule = json.loads((tmp_path / "run" / "schedule.json").read_text())
@@ -53,16 +60,13 @@ def test_gits_sd_dry_run(tmp_path):
     from .test_diffusers_models import save_latent_pipeline
 
     save_latent_pipeline(tmp_path / "sd")
-    done = run_cli(
+    metrics = run_job(
         ["experiment=gits_sd", "trainer=cpu", f"model.denoiser.path={tmp_path / 'sd'}", "model.denoiser.dtype=float32",
          'model.denoiser.prompts=["a cat on a mat","a dog"]', "nfe=4",
          "num_samples=4", "batch_size=2", "schedule.num_warmup=2", "eval.grid_size=4", "eval.reference.solver=heun",
          "eval.reference.num_steps=8"],
         tmp_path,
-        env_extra={"HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["nfe"] == 4 and metrics["model"] == "stable_diffusion" and "fid" not in metrics
     assert np.isfinite(metrics["truncation_error"])  # measured on the decoded images
     assert (tmp_path / "run" / "samples.png").is_file()
@@ -77,20 +81,17 @@ def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):
     from .test_diffusers_models import save_unet, tiny_unet
 
     save_unet(tmp_path / "ddpm", tiny_unet())
-    done = run_cli(
+    metrics = run_job(
         ["model=ddpm_cifar10", "dataset=none", f"model.denoiser.path={tmp_path / 'ddpm'}", "schedule=gits",
          "schedule.num_warmup=4", "nfe=4", "num_samples=4", "batch_size=4", "eval.grid_size=4",
          "eval.reference.num_steps=8"],
         tmp_path,
-        env_extra={"HF_HUB_OFFLINE": "1"},
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["sigmas"][0] == 157.407 and metrics["nfe"] == 4 and np.isfinite(metrics["truncation_error"])
     too_wide = run_cli(["model=ddpm_cifar10", "dataset=none", f"model.denoiser.path={tmp_path / 'ddpm'}",
-                        "model.sigma_max=200"], tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+                        "model.sigma_max=200"], tmp_path, env_extra=OFFLINE)  # fmt: skip
     assert too_wide.returncode == 2 and "model.sigma_max=200; set them inside that range" in too_wide.stderr
     assert "Traceback" not in too_wide.stderr and "accelerate" not in too_wide.stderr
     wrong_data = run_cli(["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}"],
-                         tmp_path, env_extra={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+                         tmp_path, env_extra=OFFLINE)  # fmt: skip
     assert wrong_data.returncode == 2 and "makes 1x8x8 images but dataset 'cifar10' has 3x32x32" in wrong_data.stderr
