@@ -48,7 +48,7 @@ def fixed_noise_loss(model, images: torch.Tensor, task) -> float:
     generator = torch.Generator().manual_seed(12345)
     with torch.no_grad():
         batch = images[:EVAL_IMAGES].to(next(model.parameters()).device)
-        return edm_loss(model, batch, float(task.p_mean), float(task.p_std), generator.manual_seed(12345)).item()
+        return edm_loss(model, batch, float(task.p_mean), float(task.p_std), generator).item()
 
 
 def train(cfg) -> dict | None:
