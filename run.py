@@ -5,6 +5,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from fewstep.utils.runtime import register_resolvers
+
+register_resolvers()
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):

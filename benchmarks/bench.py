@@ -294,12 +294,14 @@ def analysis(num_samples: int = 256, num_steps: int = 100) -> None:
 
 
 def data_statistics(data) -> dict:
-    """name -> (feature map, (mean, cov) of the data): LeNet features ("fid") and pixels ("fd")."""
+    """name -> (feature map, (mean, cov) of the data): LeNet features ("fid") and pixels ("fd"), both on images
+    quantised as EDM writes them (what fewstep scores)."""
     from fewstep.metrics import FeatureStats, build_features
+    from fewstep.metrics.quantize import as_scored
 
     lenet = build_features("lenet", data.name)
     reference = {}
-    for name, features in (("fid", lenet), ("fd", lambda x: x.flatten(1))):
+    for name, features in (("fid", lambda x: lenet(as_scored(x))), ("fd", lambda x: as_scored(x).flatten(1))):
         stats = FeatureStats(128 if name == "fid" else data.images[0].numel()).update(features(data.images))
         reference[name] = (features, stats.mean_cov())
     return reference
@@ -345,57 +347,165 @@ def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -
 
 
 def learned_model(data, batch: int, num_samples: int = 1024) -> None:
-    """The shipped U-Net: sampling throughput at NFE 5, and GITS vs polynomial distance to the data."""
+    """The shipped U-Net: sampling throughput at NFE 5; then GITS vs its polynomial baseline at NFE 5, 6, 8, 10 for
+    ipndm, dpmpp and euler, measured by the product itself: one `run.py -m` sweep (every job samples GITS and, on
+    the same seeds, the polynomial baseline), read back from its summary.csv."""
+    import csv
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
     from fewstep.models import load_unet
-    from fewstep.tasks.search import GITS_DEFAULTS
 
     model = load_unet("unet_mnist5k.pt")
     spec = SOLVERS["ipndm"]
     with torch.no_grad():
         plan = plan_steps(spec, 5)
         sigmas = polynomial(plan.num_steps, 0.002, 80.0)
-        afs = make_afs_prior("gaussian", data.images) if plan.afs else None
         x = seeded_noise(torch.arange(256), data.shape) * 80.0
-        t_sample = min_seconds(lambda: [spec.fn(model, chunk, sigmas, afs=afs) for chunk in x.split(batch)], 3)
+        t_sample = min_seconds(lambda: [spec.fn(model, chunk, sigmas) for chunk in x.split(batch)], 3)
         t_model = min_seconds(lambda: [model(chunk, 1.0) for chunk in x.split(batch)], 3)
-        print(f"\n## Shipped model (unet_mnist5k, {sum(p.numel() for p in model.parameters()):,} parameters)\n")
-        print("| ipndm NFE 5 samples/s | denoiser evaluations/s | sampler time / 5 x one evaluation |")
-        print("|---|---|---|")
-        print(f"| {256 / t_sample:.1f} | {256 / t_model:.1f} | {t_sample / (plan.nfe * t_model):.3f} |")
+    print(f"\n## Shipped model (unet_mnist5k, {sum(p.numel() for p in model.parameters()):,} parameters)\n")
+    print("| ipndm NFE 5 samples/s | denoiser evaluations/s | sampler time / 5 x one evaluation |")
+    print("|---|---|---|")
+    print(f"| {256 / t_sample:.1f} | {256 / t_model:.1f} | {t_sample / (plan.nfe * t_model):.3f} |")
 
-        cost = gits_timings(model, data, batch, GITS_DEFAULTS)
-        reference = data_statistics(data)
-        seeds = torch.arange(num_samples)
-        x = seeded_noise(seeds, data.shape) * 80.0
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, str(root / "run.py"), "-m", "model=unet_mnist5k", "solver=ipndm,dpmpp,euler",
+                   "nfe=5,6,8,10", f"num_samples={num_samples}", "trainer.enable_progress_bar=false",
+                   f"hydra.sweep.dir={tmp}/sweep", f"paths.cache_dir={tmp}/cache"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, cwd=root, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        rows = list(csv.DictReader(open(Path(tmp) / "sweep" / "summary.csv")))
+    first = rows[0]
+    print(f"\n## GITS vs polynomial with the learned model ({num_samples} samples; `python run.py -m "
+          f"model=unet_mnist5k solver=ipndm,dpmpp,euler nfe=5,6,8,10 num_samples={num_samples}`, {wall:.0f} s)\n")
+    print(f"FID with {first['features']} features and KID to mnist5k on images quantised as EDM writes them (± the "
+          "bootstrap standard error; KID x 1e3); FID vs reference: to the model's own reference solution "
+          f"({first['reference']}) from the same seeds; truncation: mean L2 to that solution. The reference "
+          f"solution's FID (the floor): {float(first['fid_reference']):.1f} ± "
+          f"{float(first['fid_reference_std']):.1f}.\n")
+    print("| solver | NFE | FID polynomial | FID gits | FID vs ref. polynomial | FID vs ref. gits | "
+          "trunc. polynomial | trunc. gits | FID agrees with truncation? |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    agree = 0
 
-        def run(spec, sigmas, afs=None) -> torch.Tensor:
-            return torch.cat([spec.fn(model, chunk, sigmas, afs=afs) for chunk in x.split(batch)])
+    def cell(row: dict, key: str) -> str:
+        return f"{float(row[key]):.1f} ± {float(row[key + '_std']):.1f}"
 
-        def distances(samples: torch.Tensor) -> list[float]:
-            return distances_to_data(reference, lambda chunk: samples[chunk], seeds, batch)
+    for row in sorted(rows, key=lambda r: (["ipndm", "dpmpp", "euler"].index(r["solver"]), int(r["nfe"]))):
+        fid_says = float(row["fid"]) < float(row["baseline_fid"])
+        trunc_says = float(row["truncation_error"]) < float(row["baseline_truncation_error"])
+        agree += fid_says == trunc_says
+        print(f"| {row['solver']} | {row['nfe']} | {cell(row, 'baseline_fid')} | {cell(row, 'fid')} | "
+              f"{float(row['baseline_fid_vs_reference']):.1f} | {float(row['fid_vs_reference']):.1f} | "
+              f"{float(row['baseline_truncation_error']):.2f} | {float(row['truncation_error']):.2f} | "
+              f"{'yes' if fid_says == trunc_says else 'no'} |")  # fmt: skip
+    print(f"\nThe FID ranks GITS against polynomial as the truncation error does in {agree} of {len(rows)} cells.")
 
-        floor = distances(data.images[torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))])
-        solution = run(SOLVERS["heun"], polynomial(100, 0.002, 80.0))
-        exact = distances(solution)
-        print(f"\n## GITS vs polynomial with the learned model ({num_samples} samples, distance to mnist5k)\n")
-        print(f"{num_samples} dataset images vs the dataset: FID (LeNet) {floor[0]:.2f}, FD (pixels) {floor[1]:.2f}. "
-              f"The model's Heun-100 solution: FID {exact[0]:.2f}, FD {exact[1]:.2f}. Truncation error: mean L2 to "
-              "that solution from the same noise.\n")  # fmt: skip
-        print("| solver | NFE | steps | AFS | FID polynomial | FID gits | FD polynomial | FD gits | "
-              "trunc. polynomial | trunc. gits |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for name in ("ipndm", "dpmpp", "euler"):
-            spec = SOLVERS[name]
-            for nfe in (5, 6, 8, 10):
+
+def scoring(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 256) -> None:
+    """FID with LeNet features before (raw float samples) and after (clipped and quantised as EDM writes PNGs)."""
+    from fewstep.metrics import FeatureStats, build_features, frechet_distance
+    from fewstep.metrics.quantize import as_scored
+
+    lenet = build_features("lenet", data.name)
+
+    def fid(samples: torch.Tensor, scored: bool) -> float:
+        view = as_scored if scored else (lambda x: x)
+        ours = FeatureStats(128).update(lenet(view(samples)))
+        theirs = FeatureStats(128).update(lenet(view(data.images)))
+        return frechet_distance(*ours.mean_cov(), *theirs.mean_cov())
+
+    x = seeded_noise(torch.arange(num_samples), data.shape) * 80.0
+    explicit = torch.tensor([80.0, 17.5, 3.0, 0.4, 0.05, 0.002], dtype=torch.float64)
+    runs = [("ipndm", "polynomial", polynomial(5, 0.002, 80.0)), ("ipndm", "explicit (conf default)", explicit),
+            ("ipndm", "gits", None), ("dpmpp", "polynomial", polynomial(5, 0.002, 80.0)), ("dpmpp", "gits", None),
+            ("euler", "polynomial", polynomial(5, 0.002, 80.0)), ("euler", "gits", None)]  # fmt: skip
+    print(f"\n## Scoring: raw float samples vs images as EDM writes them ({num_samples} samples, KDE on mnist5k, "
+          "NFE 5, FID with LeNet features)\n")  # fmt: skip
+    print("| solver | schedule | pixels outside [-1, 1] | min / max pixel | FID raw (before) | FID scored (after) |")
+    print("|---|---|---|---|---|---|")
+    reference = SOLVERS["heun"].fn(denoiser, x, polynomial(100, 0.002, 80.0))
+    rows = [("heun", "polynomial, 100 steps (reference)", reference)]
+    for name, schedule, sigmas in runs:
+        spec = SOLVERS[name]
+        plan = plan_steps(spec, 5)
+        if sigmas is None:
+            sigmas = gits_sigmas(cost, settings, spec, plan, data, denoiser, None)
+        rows.append((name, schedule, torch.cat([spec.fn(denoiser, chunk, sigmas) for chunk in x.split(64)])))
+    for name, schedule, samples in rows:
+        outside = (samples.abs() > 1).double().mean().item()
+        print(f"| {name} | {schedule} | {outside:.2%} | {samples.min().item():.2f} / {samples.max().item():.2f} | "
+              f"{fid(samples, False):.1f} | {fid(samples, True):.1f} |")  # fmt: skip
+
+
+def reference_choice(data, batch: int, settings: dict) -> None:
+    """The default reference solution, chosen by measurement: for each candidate solver and step count, its own
+    error (mean L2 to the same solver with 4x the steps) against a tenth of the smallest truncation error it is
+    used to judge (every deterministic solver, polynomial / logsnr / GITS, NFE 4-10), on the mnist5k KDE and the
+    shipped U-Net."""
+    from fewstep.models import load_unet
+    from fewstep.schedules import logsnr
+
+    candidates = [("heun", {}, (50, 100)), ("dpmpp", {"max_order": 3}, (50, 100)),
+                  ("unipc", {"max_order": 3}, (50, 100)), ("deis", {"max_order": 4}, (50, 100)),
+                  ("ipndm_v", {"max_order": 4}, (50, 100))]  # fmt: skip
+    print("\n## Choosing the reference solution (error of each candidate against itself with 4x the steps)\n")
+    verdicts, worst = {}, {}
+    models = (("kde", KDEDenoiser(data.images), 64), ("unet_mnist5k", load_unet("unet_mnist5k.pt"), 32))
+    for model_name, model, count in models:
+        x = seeded_noise(torch.arange(count), data.shape) * 80.0
+
+        def solve(spec, sigmas, options=None, afs=None):
+            with torch.no_grad():
+                return torch.cat([spec.fn(model, c, sigmas, afs=afs, **(options or {})) for c in x.split(batch)])  # noqa: B023
+
+        def distance(a, b):
+            return (a - b).flatten(1).norm(dim=1).mean().item()
+
+        start = time.perf_counter()
+        errors, finest = {}, None
+        for name, options, steps_list in candidates:
+            for steps in steps_list:
+                coarse = solve(SOLVERS[name], polynomial(steps, 0.002, 80.0), options)
+                fine = solve(SOLVERS[name], polynomial(4 * steps, 0.002, 80.0), options)
+                nfe = steps * SOLVERS[name].nfe_per_step - (1 if SOLVERS[name].nfe_per_step == 2 else 0)
+                errors[(name, steps)] = (nfe, distance(coarse, fine))
+                if name == "heun" and steps == max(steps_list):
+                    finest = fine  # Heun with 4 x 100 steps: the solution the truncation errors are measured against
+        cost = gits_timings(model, data, batch, settings)
+        smallest = (float("inf"), None)
+        for name, spec in DETERMINISTIC.items():
+            for nfe in (4, 5, 6, 8, 10):
                 plan = plan_steps(spec, nfe)
                 afs = make_afs_prior("gaussian", data.images) if plan.afs else None
-                schedules = [polynomial(plan.num_steps, 0.002, 80.0),
-                             gits_sigmas(cost, GITS_DEFAULTS, spec, plan, data, model, afs)]  # fmt: skip
-                samples = [run(spec, s, afs) for s in schedules]
-                found = [distances(out) for out in samples]
-                errors = [(out - solution).flatten(1).norm(dim=1).mean().item() for out in samples]
-                print(f"| {name} | {nfe} | {plan.num_steps} | {plan.afs} | {found[0][0]:.2f} | {found[1][0]:.2f} | "
-                      f"{found[0][1]:.2f} | {found[1][1]:.2f} | {errors[0]:.2f} | {errors[1]:.2f} |")  # fmt: skip
+                schedules = (("polynomial", polynomial(plan.num_steps, 0.002, 80.0)),
+                             ("logsnr", logsnr(plan.num_steps, 0.002, 80.0)),
+                             ("gits", gits_sigmas(cost, settings, spec, plan, data, model, afs)))  # fmt: skip
+                for schedule, sigmas in schedules:
+                    error = distance(solve(spec, sigmas, afs=afs), finest)
+                    smallest = min(smallest, (error, f"{name} {schedule} NFE {nfe}"), key=lambda e: e[0])
+        threshold = smallest[0] / 10
+        print(f"{model_name} ({count} samples, {time.perf_counter() - start:.0f} s): smallest truncation error at "
+              f"NFE 4-10 {smallest[0]:.3f} ({smallest[1]}), so a reference must err by less than {threshold:.4f}\n")
+        print("| model | reference solver | steps | NFE | error vs 4x the steps | below a tenth? |")
+        print("|---|---|---|---|---|---|")
+        for (name, steps), (nfe, error) in errors.items():
+            verdicts.setdefault((name, steps), []).append(error < threshold)
+            worst[(name, steps)] = max(worst.get((name, steps), 0.0), error / threshold)
+            print(f"| {model_name} | {name} | {steps} | {nfe} | {error:.3g} | {'yes' if error < threshold else 'no'} |")
+        print()
+    good = [(errors[key][0], worst[key], key) for key, ok in verdicts.items() if all(ok)]
+    if good:  # the fewest NFE; among those, the smallest error (relative to its threshold) on the harder model
+        nfe, ratio, (name, steps) = min(good)
+        print(f"cheapest reference that qualifies on both models: {name}, {steps} steps ({nfe} NFE per sample; "
+              f"its error is {ratio:.2f} of the threshold on the harder model)")
+    else:
+        print("no candidate qualifies on both models")
 
 
 def main() -> None:
@@ -414,6 +524,8 @@ def main() -> None:
             "stochastic",
             "evaluation",
             "analysis",
+            "scoring",
+            "reference",
             "learned",
         ],  # fmt: skip
     )
@@ -428,12 +540,14 @@ def main() -> None:
     if "lightning" in args.only:
         with tempfile.TemporaryDirectory() as tmp:
             lightning_overhead(denoiser, data, args.batch, tmp)
-    if {"gits", "truncation"} & set(args.only):
-        from fewstep.tasks.search import GITS_DEFAULTS
+    from fewstep.tasks.search import GITS_DEFAULTS
 
+    if {"gits", "truncation", "scoring"} & set(args.only):
         cost = gits_timings(denoiser, data, args.batch, GITS_DEFAULTS)
         if "truncation" in args.only:
             truncation_table(denoiser, data, cost, GITS_DEFAULTS)
+        if "scoring" in args.only:
+            scoring(denoiser, data, cost, GITS_DEFAULTS)
     if "diffusers" in args.only:
         from diffusers_overhead import diffusers_overhead
 
@@ -444,6 +558,8 @@ def main() -> None:
         evaluation(data)
     if "analysis" in args.only:
         analysis()
+    if "reference" in args.only:
+        reference_choice(data, args.batch, GITS_DEFAULTS)
     if "learned" in args.only:
         learned_model(data, args.batch)
 

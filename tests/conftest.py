@@ -9,12 +9,17 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
+from fewstep.utils.runtime import register_resolvers
+
+register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# Fast settings shared by tests that really sample: the 8x8 digits, few samples, a short reference.
+# Fast settings shared by tests that really sample: the 8x8 digits, the polynomial schedule (no GITS warm-up, and
+# so no baseline), few samples, a short reference.
 QUICK = [
     "dataset=digits",
+    "schedule=polynomial",
     "num_samples=24",
     "batch_size=8",
     "eval.reference.num_steps=12",

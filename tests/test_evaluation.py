@@ -7,9 +7,10 @@ import torch
 from fewstep import FewstepError, run
 from fewstep.data import digits
 from fewstep.metrics import FeatureStats, build_features, frechet_distance
+from fewstep.metrics.evaluation import dataset_statistics, load_statistics, save_statistics
 from fewstep.metrics.inception import INPUT_RANGE, SIZE, InceptionFeatures, default_weights, prepare
 from fewstep.metrics.lenet import train_lenet
-from fewstep.tasks.evaluate import EvalSums, dataset_statistics, load_statistics, save_statistics
+from fewstep.metrics.quantize import as_scored
 
 from .conftest import QUICK
 
@@ -74,30 +75,29 @@ def test_shipped_lenet_features_separate_digits_from_noise():
     assert fid(real, noise) > 20 * fid(real, fake)
 
 
-def test_dataset_statistics_are_cached_and_published_npz_load(tmp_path):
+def test_dataset_statistics_are_cached_checked_and_published_npz_load(tmp_path):
     data = digits(limit=300)
     features = build_features("pixels", "digits")
-    mu, sigma, count = dataset_statistics(features, data.images, {"k": 1}, tmp_path)
-    assert count == 300 and np.allclose(mu, data.images.flatten(1).double().mean(0).numpy())
+    stats = dataset_statistics(features, 64, data.images, {"k": 1}, tmp_path, keep_features=True)
+    scored = as_scored(data.images).flatten(1).double()  # the dataset is quantised as the samples are
+    assert stats.count == 300 and np.allclose(stats.mu, scored.mean(0).numpy())
+    assert torch.equal(stats.features, scored.float())
     (cached,) = (tmp_path / "refstats").glob("*.npz")
+    arrays = dict(np.load(cached))
+    arrays["mu"] = arrays["mu"] + 1  # valid-looking but altered: the checksum catches it
+    np.savez(cached, **arrays)
+    again = dataset_statistics(features, 64, data.images, {"k": 1}, tmp_path, keep_features=True)
+    assert np.array_equal(again.mu, stats.mu) and np.array_equal(again.cov, stats.cov)
     cached.write_bytes(b"corrupt")  # damaged: recomputed, not trusted
-    again = dataset_statistics(features, data.images, {"k": 1}, tmp_path)
-    assert np.array_equal(again[1], sigma)
-    save_statistics(tmp_path / "edm.npz", mu, sigma, count)  # EDM/GITS publish npz with mu and sigma
+    assert np.array_equal(dataset_statistics(features, 64, data.images, {"k": 1}, tmp_path, False).cov, stats.cov)
+    save_statistics(tmp_path / "edm.npz", stats.mu, stats.cov, stats.count)  # EDM/GITS publish mu and sigma
     loaded = load_statistics(tmp_path / "edm.npz")
-    assert np.array_equal(loaded[0], mu) and np.array_equal(loaded[1], sigma)
+    assert np.array_equal(loaded[0], stats.mu) and np.array_equal(loaded[1], stats.cov)
     with pytest.raises(FewstepError, match="no file"):
         load_statistics(tmp_path / "absent.npz")
-
-
-def test_eval_sums_pack_and_unpack_exactly():
-    sums = EvalSums(4, 3)
-    g = torch.Generator().manual_seed(0)
-    samples, reference = torch.randn(5, 1, 2, 2, generator=g), torch.randn(5, 1, 2, 2, generator=g)
-    sums.update(samples, reference, lambda x: x.flatten(1), lambda x: x.flatten(1)[:, :3])
-    copy = EvalSums(4, 3)
-    copy.load_vector(sums.vector())
-    assert torch.equal(copy.vector(), sums.vector()) and copy.stats["fid"].count == 5
+    np.savez(tmp_path / "nan.npz", mu=np.full(64, np.nan), sigma=np.eye(64))
+    with pytest.raises(FewstepError, match="NaN"):
+        load_statistics(tmp_path / "nan.npz")
 
 
 def test_resume_after_a_kill_gives_the_same_metrics(make_cfg, tmp_path):
@@ -106,6 +106,7 @@ def test_resume_after_a_kill_gives_the_same_metrics(make_cfg, tmp_path):
     for shard in shards[len(shards) // 2 :]:  # a run killed halfway: only the first shards were written
         shard.unlink()
     resumed = run(make_cfg(*QUICK))
-    for key in ("truncation_error", "fd", "fid", "fid_reference"):
+    for key in ("truncation_error", "truncation_error_std", "fd", "fid", "fid_std", "kid", "kid_std",
+                "fid_vs_reference", "fid_reference", "kid_reference"):  # fmt: skip
         assert resumed[key] == full[key], key
     assert resumed["features"] == "lenet"

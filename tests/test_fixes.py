@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from fewstep import FewstepError, run
+from fewstep.metrics.evaluation import prepare_features, save_statistics
 from fewstep.metrics.features import WEIGHTS_DIR, LeNetFeatures
-from fewstep.tasks.evaluate import prepare_features, save_statistics
+from fewstep.tasks.setup import eval_settings
 
 from .conftest import QUICK, compose_config
 
@@ -41,10 +42,10 @@ def test_published_statistics_must_match_the_feature_space(make_cfg, tmp_path):
     from fewstep.data import digits
 
     with pytest.raises(FewstepError, match="need eval/features=inception"):
-        prepare_features(cfg.eval, digits())
+        prepare_features(eval_settings(cfg.eval), digits())
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(FewstepError, match="not a readable npz"):
-        prepare_features(make_cfg(*QUICK, f"eval.reference_stats={tmp_path / 'bad.npz'}").eval, digits())
+        prepare_features(eval_settings(make_cfg(*QUICK, f"eval.reference_stats={tmp_path / 'bad.npz'}").eval), digits())
 
 
 def test_gits_with_a_stochastic_solver_and_afs(make_cfg):

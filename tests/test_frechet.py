@@ -128,9 +128,34 @@ def test_rank_deficient_covariances():
     fd = frechet_distance_from_stats(a, b)
     assert math.isfinite(fd) and fd > 0
     assert abs(fd - direct_frechet(*a.mean_cov(), *b.mean_cov())) <= 1e-4 * fd
-    # identical rank-deficient sets: ~0. Measured -2.9e-6 against a scale tr(C1) + tr(C2) = 125 (-2.3e-8
-    # relative): square roots of round-off eigenvalues (~1e-14) in the 45 null directions add ~1e-7 each to
-    # the trace term, and the result is not clamped at 0. Tolerance 1e-7 relative: a 4x margin.
+    # identical rank-deficient sets: the trace term is the nuclear norm of C^(1/2) C^(1/2) = C, exact to round-off
     same = frechet_distance_from_stats(a, a)
     assert math.isfinite(same)
-    assert abs(same) < 1e-7 * 2 * np.trace(a.mean_cov()[1])
+    assert abs(same) < 1e-12 * 2 * np.trace(a.mean_cov()[1])
+
+
+def _mnist_pixel_moments(n: int = 256):
+    """The covariance of n quantised MNIST images in 784-d pixel space: rank < n, constant border pixels."""
+    from fewstep.data import mnist5k
+    from fewstep.metrics.quantize import as_scored
+
+    images = mnist5k().images[torch.randperm(5000, generator=torch.Generator().manual_seed(0))[:n]]
+    return moments(as_scored(images).flatten(1).double().numpy())
+
+
+@pytest.mark.parametrize("case", ["same", "shift", "scale"])
+def test_exact_on_rank_deficient_pixel_covariances_where_torchmetrics_errs(case):
+    """Cases with exact answers on 784-d MNIST pixel statistics of 256 samples (the README's figure: torchmetrics'
+    eigvals formula errs by ~2e-5 here and returns a negative distance for a set against itself)."""
+    from torchmetrics.image.fid import _compute_fid
+
+    mu, cov = _mnist_pixel_moments()
+    shift, a = np.full_like(mu, 0.01), 0.9
+    args, exact = {
+        "same": ((mu, cov, mu, cov), 0.0),
+        "shift": ((mu, cov, mu + shift, cov), float(shift @ shift)),
+        "scale": ((mu, cov, a * mu, a * a * cov), float((1 - a) ** 2 * (mu @ mu + np.trace(cov)))),
+    }[case]
+    assert abs(frechet_distance(*args) - exact) < 1e-10
+    theirs = float(_compute_fid(*(torch.from_numpy(np.asarray(v)) for v in args)))
+    assert abs(theirs - exact) > 1e-6  # why fewstep keeps its own distance (metrics/frechet.py)

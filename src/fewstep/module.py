@@ -11,14 +11,16 @@ from collections.abc import Callable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from fewstep.data.seeds import rank_batches, seeded_noise
+from fewstep.metrics.quantize import quantize
 from fewstep.models.denoiser import CountingDenoiser, decode, for_seeds
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
+from fewstep.utils.logging import info
 from fewstep.utils.runtime import quiet_lightning
-from fewstep.utils.shards import ShardStore, to_uint8
+from fewstep.utils.shards import ShardStore
 
 quiet_lightning()  # again, now that Lightning is imported (its import installs warning filters of its own)
 
@@ -26,12 +28,13 @@ quiet_lightning()  # again, now that Lightning is imported (its import installs 
 class SeedShardedModule(L.LightningModule):
     """Rank 0 decides which seeds still need work and broadcasts them; each rank takes its share."""
 
-    def __init__(self, denoiser, shape: tuple[int, ...], seeds: list[int], batch_size: int):
+    def __init__(self, denoiser, shape: tuple[int, ...], seeds: list[int], batch_size: int, description: str = ""):
         super().__init__()
         self.denoiser = denoiser
         self.shape = tuple(shape)
         self.seeds = list(seeds)
         self.batch_size = int(batch_size)
+        self.description = description or type(self).__name__
 
     def pending_seeds(self) -> list[int]:
         return self.seeds
@@ -39,7 +42,11 @@ class SeedShardedModule(L.LightningModule):
     def predict_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         pending = self.trainer.strategy.broadcast(self.pending_seeds() if rank == 0 else None, src=0)
+        self.report(pending)
         return DataLoader(rank_batches(pending, self.batch_size, rank, world), batch_size=None, shuffle=False)
+
+    def report(self, pending: list[int]) -> None:
+        info(f"{self.description}: computing {len(pending)} samples")
 
     def noise(self, seeds: torch.Tensor, sigma: float) -> torch.Tensor:
         return seeded_noise(seeds, self.shape).to(self.device) * sigma
@@ -60,8 +67,9 @@ class SamplingModule(SeedShardedModule):
         solver_options: dict | None = None,
         afs=None,
         stochastic: bool = False,
+        description: str = "sampling",
     ):
-        super().__init__(denoiser, shape, seeds, batch_size)
+        super().__init__(denoiser, shape, seeds, batch_size, description)
         self.solver = solver
         self.stochastic = stochastic
         self.sigmas = sigmas.to(torch.float64).cpu()
@@ -73,6 +81,14 @@ class SamplingModule(SeedShardedModule):
 
     def pending_seeds(self) -> list[int]:
         return self.store.missing(self.seeds)
+
+    def report(self, pending: list[int]) -> None:
+        reused = len(self.seeds) - len(pending)
+        if not pending:
+            info(f"{self.description}: all {reused} samples reused from {self.store.root}")
+        else:
+            info(f"{self.description}: computing {len(pending)} samples"
+                 + (f", {reused} reused from {self.store.root}" if reused else ""))  # fmt: skip
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> dict:
         x = self.noise(seeds, float(self.sigmas[0]))
@@ -93,7 +109,7 @@ class SamplingModule(SeedShardedModule):
             return {"seeds": seeds, "samples": samples}
         images = decode(self.denoiser, samples)
         _check_finite(images, seeds, "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)")
-        return {"seeds": seeds, "samples": to_uint8(images)}  # stored as PNG-like bytes: 4x smaller
+        return {"seeds": seeds, "samples": quantize(images)}  # stored as PNG-like bytes: 4x smaller
 
 
 def _check_finite(samples: torch.Tensor, seeds: torch.Tensor, why: str) -> None:
@@ -125,8 +141,9 @@ class WarmupModule(SeedShardedModule):
         shape,
         seeds,
         batch_size,
+        description: str = "GITS warm-up",
     ):
-        super().__init__(denoiser, shape, seeds, batch_size)
+        super().__init__(denoiser, shape, seeds, batch_size, description)
         self.teacher, self.teacher_options = teacher, dict(teacher_options)
         self.grid = grid.to(torch.float64).cpu()
         self.metric = metric
@@ -147,3 +164,26 @@ class WarmupModule(SeedShardedModule):
         total = strategy.reduce(self.cost_sum.to(device), reduce_op="sum").cpu()
         count = strategy.reduce(torch.tensor(float(self.count), device=device), reduce_op="sum")
         return total, int(count.item())
+
+
+class LabelledProgressBar(TQDMProgressBar):
+    """Lightning's bar (with its time estimate), labelled with what the module computes, not "Predicting"."""
+
+    @property
+    def predict_description(self) -> str:
+        module = self.trainer.lightning_module if self._trainer is not None else None
+        return getattr(module, "description", None) or "Predicting"
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        super().on_predict_batch_start(trainer, pl_module, batch, batch_idx, dataloader_idx)
+        self.predict_progress_bar.set_description(self.predict_description)
+
+
+def build_trainer(trainer_cfg, *callbacks) -> L.Trainer:
+    """The configured Trainer, writing sample shards, with a labelled progress bar where bars are on."""
+    from hydra.utils import instantiate
+
+    callbacks = [ShardWriter(), *callbacks]
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(LabelledProgressBar())
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=False)

@@ -37,6 +37,33 @@ def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = N
     return path
 
 
+def save_sample_panels(grids: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """One titled grid per image set, stacked top to bottom (the same seeds in the same places); a single set
+    without a title is a plain grid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if len(grids) == 1 and not next(iter(grids)):
+        return save_image_grid(next(iter(grids.values())), path)
+    tiles = [image_grid(images) for images in grids.values()]
+    height, width = tiles[0].shape[:2]
+    scale = max(2.0, min(6.0, 600 / width)) / 100  # inches per grid pixel
+    fig, axes = plt.subplots(len(tiles), 1, figsize=(width * scale + 0.4, len(tiles) * (height * scale + 0.45)),
+                             squeeze=False)  # fmt: skip
+    for ax, title, tile in zip(axes[:, 0], grids, tiles, strict=True):
+        ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_gits(record: dict, path: str | Path) -> Path:
     """GITS sigmas against hand-crafted schedules of the same length (log axis), and the cost matrix heat map."""
     import matplotlib
@@ -57,16 +84,20 @@ def plot_gits(record: dict, path: str | Path) -> Path:
     left.plot(range(steps + 1), sigmas, "k-", marker="o", lw=2, label="gits")
     left.set(yscale="log", xlabel="step", ylabel="sigma", title=f"{steps}-step schedules")
     left.legend()
+    from matplotlib.colors import LogNorm
+
     cost = np.array(record["cost"], dtype=float)
     cost[np.tril_indices_from(cost)] = np.nan
-    image = right.imshow(cost, cmap="viridis", origin="upper")
+    positive = cost[np.isfinite(cost) & (cost > 0)]
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
+    image = right.imshow(np.where(cost > 0, cost, np.nan), cmap="viridis", origin="upper", norm=norm)
     path_idx = record["indices"]
     right.plot(path_idx[1:], path_idx[:-1], "r.-", label="searched path (from i to j)")
     right.set(
         xlabel="to grid point j", ylabel="from grid point i", title=f"cost matrix ({record['settings']['metric']})"
     )
     right.legend(loc="lower left")
-    fig.colorbar(image, ax=right)
+    fig.colorbar(image, ax=right, label="cost (log scale)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,17 +106,19 @@ def plot_gits(record: dict, path: str | Path) -> Path:
     return path
 
 
-def _boomerang_coordinates(states: torch.Tensor) -> np.ndarray:
-    """(T+1, D) -> (T+1, 3): along the chord x_T -> x_0, then two PCA axes of the orthogonal complement,
-    all divided by the chord length."""
+def boomerang_coordinates(states: torch.Tensor) -> np.ndarray:
+    """(T+1, B, D) trajectories -> (T+1, B, 3) in one basis shared by all: the position along each trajectory's
+    own chord x_T -> x_0, then the top two principal directions of the pooled orthogonal complements; every
+    coordinate is divided by the trajectory's chord length (x_0 at the origin, x_T at (1, 0, 0))."""
     s = states.double()
-    origin, chord = s[-1], s[0] - s[-1]
-    length = chord.norm()
-    axis = chord / length
-    along = (s - origin) @ axis
-    rest = (s - origin) - along[:, None] * axis
-    _, _, vh = torch.linalg.svd(rest - rest.mean(0), full_matrices=False)
-    return (torch.stack([along, rest @ vh[0], rest @ vh[1]], 1) / length).numpy()
+    relative = s - s[-1]
+    length = relative[0].norm(dim=-1)
+    axis = relative[0] / length[:, None]
+    along = (relative * axis).sum(-1)
+    rest = (relative - along[..., None] * axis) / length[:, None]
+    pooled = rest.reshape(-1, rest.shape[-1])
+    _, _, vh = torch.linalg.svd(pooled - pooled.mean(0), full_matrices=False)
+    return torch.stack([along / length, rest @ vh[0], rest @ vh[1]], -1).numpy()
 
 
 def plot_geometry(batch, measures: dict, sigmas: torch.Tensor, shape, run_dir: str | Path, show: int = 8) -> dict:
@@ -105,29 +138,43 @@ def plot_geometry(batch, measures: dict, sigmas: torch.Tensor, shape, run_dir: s
         plt.close(fig)
         paths[name] = run_dir / f"{name}.png"
 
-    fig = plt.figure(figsize=(6, 5))
+    from matplotlib.ticker import MaxNLocator
+
+    fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
-    for b in range(min(show, batch.states.shape[1])):
-        xyz = _boomerang_coordinates(batch.states[:, b])
-        ax.plot(*xyz.T, lw=1)
-    ax.set(xlabel="along x_T - x_0", ylabel="PC 1 (orthogonal)", zlabel="PC 2 (orthogonal)", title="boomerang")
+    xyz = boomerang_coordinates(batch.states)
+    for b in range(xyz.shape[1]):
+        ax.plot(*xyz[:, b].T, lw=0.9, alpha=0.8)
+    ax.scatter(*xyz[0].T, color="C3", s=18, depthshade=False, label="x_T (noise, sigma_max)")
+    ax.scatter(*xyz[-1].T, color="k", s=18, depthshade=False, label="x_0 (sample)")
+    ax.set_xlabel("along the chord x_T -> x_0", labelpad=8)
+    ax.set_ylabel("PC 1 of the complement", labelpad=8)
+    ax.set_zlabel("PC 2 of the complement", labelpad=8)
+    for axis in (ax.xaxis, ax.yaxis, ax.zaxis):
+        axis.set_major_locator(MaxNLocator(4))
+    ax.tick_params(labelsize=8)
+    ax.set_title(f"boomerang: {xyz.shape[1]} trajectories in one basis (units: chord length)")
+    ax.legend(loc="upper left", fontsize=8)
     save(fig, "boomerang")
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     deviation = measures["deviation"].numpy()
-    ax.plot(sig, deviation[:, : show * 4], color="C0", alpha=0.2, lw=0.8)
-    ax.plot(sig, deviation.mean(1), color="k", lw=2, label="mean")
-    ax.set(xscale="symlog", xlabel="sigma", ylabel="deviation from the chord / chord length", title="shape")
+    positive = sig > 0
+    ax.plot(sig[positive], deviation[positive, : show * 4], color="C0", alpha=0.2, lw=0.8)
+    ax.plot(sig[positive], deviation[positive].mean(1), color="k", lw=2, label="mean")
+    ax.set(xscale="log", xlabel="sigma", ylabel="deviation from the chord / chord length",
+           title=f"distance from the straight line x_T -> x_0 ({deviation.shape[1]} trajectories)")  # fmt: skip
     ax.invert_xaxis()
     ax.legend()
     save(fig, "deviation")
 
-    fig, ax = plt.subplots(figsize=(5, 4))
-    pca = measures["pca"].numpy()
-    med, low, high = np.median(pca, 0), pca.min(0), pca.max(0)
-    ax.bar(["top 1", "top 2", "top 3"], med, yerr=[med - low, high - med], capsize=6)
-    ax.set(ylim=(min(0.8, low.min() - 0.01), 1.0), ylabel="variance explained (cumulative)",
-           title=f"PCA per trajectory ({pca.shape[0]} samples: median, min-max)")  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    left = 1 - measures["pca"].double().numpy()  # the variance the top k components leave
+    left = np.clip(left, 1e-16, None)
+    med, low, high = np.median(left, 0), left.min(0), left.max(0)
+    ax.bar(["top 1", "top 2", "top 3"], med, yerr=[med - low, high - med], capsize=6, color="C0")
+    ax.set(yscale="log", ylabel="1 - variance explained",
+           title=f"PCA per trajectory ({left.shape[0]} samples: median, min-max)")  # fmt: skip
     save(fig, "pca")
 
     fig, ax = plt.subplots(figsize=(6, 4))

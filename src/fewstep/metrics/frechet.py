@@ -1,4 +1,10 @@
-"""Fréchet distance from streaming float64 statistics (running sums of features and their outer products)."""
+"""Fréchet distance from float64 statistics, and its bootstrap spread.
+
+The trace term tr((C1 C2)^(1/2)) is the nuclear norm of C1^(1/2) C2^(1/2): its singular values are found to
+~1e-16 of the largest, where the eigenvalues of C1 C2 (torchmetrics, pytorch-fid) or of C1^(1/2) C2 C1^(1/2) lose
+half their digits near zero. On 784-d MNIST pixel covariances from 256 samples (rank-deficient) both of those err by
+~2e-5 (torchmetrics returns -2e-5 for a set against itself); this form errs by < 1e-12 (tests/test_frechet.py).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,7 @@ import torch
 
 
 class FeatureStats:
-    """Running count, sum and sum of outer products of feature vectors, in float64.
-
-    Shards of statistics add up (`merge`), so ranks or resumed shards never need to keep all features.
-    """
+    """Running count, sum and sum of outer products of feature vectors, in float64."""
 
     def __init__(self, dim: int):
         self.count = 0
@@ -31,32 +34,52 @@ class FeatureStats:
         return self
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.count < 2:
-            raise ValueError(f"need at least 2 feature vectors for a covariance, have {self.count}")
-        mean = self.total / self.count
-        cov = (self.outer - self.count * torch.outer(mean, mean)) / (self.count - 1)
-        return mean.numpy(), cov.numpy()
+        return mean_cov(self.count, self.total, self.outer)
 
 
-def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
+def mean_cov(count: int, total: torch.Tensor, outer: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and unbiased covariance (float64 numpy) from a count, a sum and a sum of outer products."""
+    count = int(count)
+    if count < 2:
+        raise ValueError(f"need at least 2 feature vectors for a covariance, have {count}")
+    mean = total.detach().double().cpu() / count
+    cov = (outer.detach().double().cpu() - count * torch.outer(mean, mean)) / (count - 1)
+    return mean.numpy(), cov.numpy()
+
+
+def sqrt_psd(matrix) -> np.ndarray:
+    """The symmetric square root of a covariance (negative round-off eigenvalues clipped to 0)."""
+    matrix = np.asarray(matrix, dtype=np.float64)
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^(1/2)).
-
-    The trace term is computed as tr((A C2 A)^(1/2)) with A = C1^(1/2): A C2 A is symmetric PSD and has the
-    eigenvalues of C1 C2, so symmetric eigendecompositions replace the non-symmetric sqrtm (stable for
-    rank-deficient covariances from few samples).
-    """
-    root1 = _sqrt_psd(cov1)
-    middle = root1 @ cov2 @ root1
-    trace_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+def frechet_distance(mu1, cov1, mu2, cov2, root2: np.ndarray | None = None) -> float:
+    """||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^(1/2)); `root2` = sqrt_psd(cov2) when it is reused."""
+    mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
+    cov1, cov2 = np.asarray(cov1, dtype=np.float64), np.asarray(cov2, dtype=np.float64)
+    root2 = sqrt_psd(cov2) if root2 is None else root2
+    trace_sqrt = np.linalg.svd(sqrt_psd(cov1) @ root2, compute_uv=False).sum()
     diff = mu1 - mu2
     distance = float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
-    return max(distance, 0.0)  # a distance; round-off in empty directions can dip a hair below 0
+    return max(distance, 0.0)  # a distance; round-off can dip a hair below 0
 
 
 def frechet_distance_from_stats(a: FeatureStats, b: FeatureStats) -> float:
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
+
+
+def bootstrap_frechet(features: torch.Tensor, mu, cov, rounds: int, seed: int = 0) -> np.ndarray:
+    """Fréchet distances of `rounds` bootstrap resamples (same size, with replacement, a fixed generator) of the
+    per-sample `features` (N, d) to fixed statistics (mu, cov): their standard deviation is the standard error of
+    the distance at N samples. The features must be in a fixed order (seed order) for a reproducible result."""
+    f = features.detach().double().cpu()
+    n = f.shape[0]
+    root = sqrt_psd(cov)
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(int(rounds)):
+        pick = f[torch.randint(n, (n,), generator=generator)]
+        total, outer = pick.sum(0), pick.T @ pick
+        values.append(frechet_distance(*mean_cov(n, total, outer), mu, cov, root2=root))
+    return np.array(values)

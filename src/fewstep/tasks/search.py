@@ -162,8 +162,8 @@ def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, b
         setup.shape,
         seeds,
         batch_size,
+        f"GITS warm-up: {len(seeds)} {teacher_spec.name} trajectories on a {len(grid)}-point grid",
     )
-    info(f"GITS warm-up: {len(seeds)} {teacher_spec.name} trajectories on a {len(grid)}-point grid")
     trainer.predict(module, return_predictions=False)
     total, count = module.reduced()
     cost = total / count
@@ -266,15 +266,15 @@ def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range,
 
 def search(cfg) -> dict | None:
     """`task=search`: run only the GITS search; write schedule.json, sigmas.txt and gits.png; print the sigmas."""
-    from hydra.utils import instantiate
-
     from fewstep.plotting import plot_gits
     from fewstep.tasks.setup import build_setup, resolve_schedule
 
     if cfg.schedule.name != "gits":
         raise FewstepError(f"task=search searches a GITS schedule; add schedule=gits (got {cfg.schedule.name!r})")
     setup = build_setup(cfg)
-    trainer = instantiate(cfg.trainer, logger=False)
+    from fewstep.module import build_trainer
+
+    trainer = build_trainer(cfg.trainer)
     record = resolve_schedule(setup, cfg, trainer)
     if not trainer.is_global_zero:
         return None

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
+from fewstep.metrics.settings import EvalSettings
 from fewstep.schedules import make_schedule, validate_sigmas
 from fewstep.solvers import (
     SolverSpec,
@@ -185,6 +186,29 @@ def check_run(cfg: DictConfig) -> None:
         raise FewstepError("trainer=ddp inside a multirun (-m) is not supported: Lightning's launcher would re-run "
                            "the whole sweep in every process; sweep single-process jobs, or launch each job "
                            "with torchrun/SLURM")  # fmt: skip
+
+
+def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
+    """`eval` as plain values, checked before anything is loaded."""
+    def count(key: str, low: int) -> int:
+        value = eval_cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise FewstepError(f"eval.{key} must be an integer >= {low}, got {value!r}")
+        return value
+
+    save_npz = eval_cfg.get("save_npz", False)
+    if not isinstance(save_npz, bool):
+        raise FewstepError(f"eval.save_npz must be true or false, got {save_npz!r}")
+    features = eval_cfg.features
+    return EvalSettings(
+        features=str(features.name),
+        features_path=features.get("path"),
+        reference_stats=eval_cfg.get("reference_stats"),
+        bootstrap=count("bootstrap", 0),
+        kid_subsets=count("kid_subsets", 1),
+        kid_subset_size=count("kid_subset_size", 2),
+        save_npz=save_npz,
+    )
 
 
 def model_identity(cfg: DictConfig, dataset: ImageDataset, denoiser=None) -> dict:

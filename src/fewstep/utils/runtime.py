@@ -27,6 +27,16 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", pattern)
 
 
+def register_resolvers() -> None:
+    """`${fewstep.cwd:}`: the directory the command was started from. Hydra's `${hydra:runtime.cwd}` is not set
+    yet when a multirun's sweep directory is resolved, so `paths.root_dir` cannot use it."""
+    import os
+
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("fewstep.cwd", os.getcwd, replace=True)
+
+
 def print_run_dir(cfg) -> None:
     if global_rank() == 0:
         print(f"run_dir: {cfg.paths.output_dir}", flush=True)

@@ -6,7 +6,7 @@ rank reads just its share. A shard that cannot be read is reported and treated a
 computed again); atomic renames mean a killed writer leaves none behind.
 
 Decoded images (a latent model's samples, ~3 MB each at 512x512 in float32) are stored as uint8, as the PNGs
-that FID tools read; `load` returns float32 in [-1, 1] either way.
+that FID tools read (`metrics.quantize`, EDM's rounding); `load` returns float32 in [-1, 1] either way.
 """
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ from pathlib import Path
 
 import torch
 
+from fewstep.metrics.quantize import dequantize
 from fewstep.utils.storage import atomic_torch_save
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"seeds_(\d+)_(\d+)_(\d+)\.pt$")
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] -> uint8 0..255 (rounded, clamped)."""
-    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-
-
-def from_uint8(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 127.5 - 1
 
 
 class ShardStore:
@@ -77,4 +69,4 @@ class ShardStore:
         if absent:
             raise RuntimeError(f"{len(absent)} seeds missing from {self.root} (first: {absent[:5]})")
         stacked = torch.stack([have[s] for s in seeds])
-        return from_uint8(stacked) if stacked.dtype == torch.uint8 else stacked
+        return dequantize(stacked) if stacked.dtype == torch.uint8 else stacked
