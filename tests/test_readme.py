@@ -20,12 +20,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from fewstep.utils.shards import ShardStore
 
 from .conftest import ROOT
 
 README = ROOT / "README.md"
 # what may be appended: sizes only, never a path or a directory (tests must not hide a needed override)
-SIZES = {"num_samples": "24", "task.steps": "20", "hydra.sweeper.n_trials": "2"}
+SIZES = {"num_samples": "24", "schedule.num_warmup": "32", "task.steps": "20", "hydra.sweeper.n_trials": "2"}
 # commands that need what is not here, and the words their error must contain
 NEEDS_FILES = {"/data/": "/data/"}
 
@@ -47,7 +50,9 @@ def with_sizes(argv: list[str]) -> list[str]:
     if argv[1] != "run.py":
         return [sys.executable, *argv[1:]]
     task = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("task=")), "sample")
+    schedule = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("schedule=")), "gits")  # the default
     applies = {"num_samples": task != "train", "task.steps": task == "train",
+               "schedule.num_warmup": task in ("sample", "search") and schedule == "gits",  # every job searches
                "hydra.sweeper.n_trials": any("optuna" in arg for arg in argv)}  # fmt: skip
     return [sys.executable, *argv[1:], *(f"{key}={value}" for key, value in SIZES.items() if applies[key])]
 
@@ -67,6 +72,7 @@ def fresh_copy(tmp_path_factory) -> Path:
 
 
 COMMANDS = readme_commands()
+RUN_DIRS: dict[str, Path] = {}  # command -> its run directory, for comparisons with later commands
 
 
 def test_the_readme_shows_the_commands_it_documents():
@@ -92,8 +98,11 @@ def test_readme_command_runs_as_written(argv, fresh_copy):
 
 def check_outputs(argv: list[str], stdout: str, root: Path) -> None:
     """What the README promises each kind of command leaves behind."""
+    if argv[1] != "run.py":  # python -m fewstep solvers
+        assert "| solver | NFE per step | order |" in stdout
+        return
     if "-m" in argv:
-        (sweep,) = sorted((root / "outputs" / "multiruns").glob("*/*"), key=lambda p: p.stat().st_mtime)[-1:]
+        sweep = max((root / "outputs" / "multiruns").glob("*/*"), key=lambda p: p.stat().st_mtime)
         summary = (sweep / "summary.md").read_text()
         assert "±" in summary and "| floor | reference solution |" in summary and "samples per job" in summary
         assert (sweep / "samples_compare.png").stat().st_size > 1000
@@ -102,22 +111,74 @@ def check_outputs(argv: list[str], stdout: str, root: Path) -> None:
         if "experiment=optuna_coeff" in argv:  # one row per trial, one warm-up for all of them
             assert "best_value" in (sweep / "optimization_results.yaml").read_text()
             assert len(rows) == 2 and all(row["variant"].startswith("schedule.coeff=") for row in rows)
+            assert len(list((root / "outputs" / "cache" / "gits" / "costs").glob("*.pt"))) >= 1
         return
-    if "-m" in argv or not stdout.strip().splitlines()[-1].startswith("run_dir: "):
-        return
-    run_dir = Path(stdout.strip().splitlines()[-1].removeprefix("run_dir: "))
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("run_dir: "), last
+    run_dir = Path(last.removeprefix("run_dir: "))
+    assert (run_dir / "run.log").is_file()
     task = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("task=")), "sample")
+    if task == "analyze":
+        assert run_dir.name.endswith("_analyze_heun100_kde_mnist5k")  # the folder says what ran
+        for view in ("boomerang", "pca", "deviation"):
+            assert (run_dir / f"{view}.png").is_file()
+        return
     if task != "sample":
         return
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("fid", "fid_std", "kid", "kid_std", "fid_vs_reference", "truncation_error"):
-        assert key in metrics, key
-    assert "| schedule " in stdout and "floor: " in stdout
+    kinds = {"fid": float, "fid_std": float, "kid": float, "kid_std": float, "fid_vs_reference": float,
+             "truncation_error": float, "fd": float, "nfe": int, "sigmas": list, "solver": str}  # fmt: skip
+    for key, kind in kinds.items():
+        assert isinstance(metrics[key], kind), key
+    for name in ("config.yaml", "schedule.json", "samples.png", "csv/metrics.csv"):
+        assert (run_dir / name).is_file(), name
+    assert "| schedule " in stdout and "floor: reference solution" in stdout
+    RUN_DIRS[" ".join(argv[1:])] = run_dir
+    if argv[1:] == ["run.py"]:  # the default job: GITS against its baseline on the same seeds
+        assert metrics["schedule"] == "gits" and metrics["baseline_schedule"] == "polynomial"
+        assert "baseline_fid" in metrics and (run_dir / "gits.png").is_file()
+        assert "polynomial (baseline)" in stdout
+    if "trainer=ddp" in argv:  # the same job in two processes: the same samples and the same metrics as one
+        one_dir = RUN_DIRS["run.py"]
+        one = json.loads((one_dir / "metrics.json").read_text())
+        assert metrics["world_size"] == 2 and one["world_size"] == 1
+        seeds = list(range(metrics["num_samples"]))
+        assert torch.equal(*(ShardStore(next((d / "samples").iterdir())).load(seeds) for d in (one_dir, run_dir)))
+        assert len(list((run_dir / "samples").glob("*/*.pt"))) >= 2  # each rank wrote the shards of its own seeds
+        # every image passes the extractor in the same batch either way; only the ranks' float64 sums add up in
+        # another order, and KID and the bootstrap see the features in seed order
+        for key, value in one.items():
+            if isinstance(value, float) and key not in ("sampling_seconds",):
+                assert metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+    if argv[1:] == ["run.py", "solver=dpm", "nfe=5"]:  # 3 DPM-Solver-2 steps, the first answered by AFS
+        assert metrics["nfe"] == 5 and metrics["afs"] is True and len(metrics["sigmas"]) == 4
+        assert "3 steps x 2 NFE - 1 saved by AFS" in (run_dir / "run.log").read_text()
+        gits = json.loads((run_dir / "schedule.json").read_text())["gits"]
+        # the reference code's AFS handling: DP over 2 steps, then the AFS step inserted where the solver does best
+        distances = {int(k): v for k, v in gits["afs_insert_distances"].items()}
+        assert sorted(distances) == list(range(1, gits["indices"][2]))
+        assert gits["indices"][1] == min(distances, key=distances.get)
     if "eval.save_npz=true" in argv:
         import numpy as np
 
         images = np.load(run_dir / "samples.npz")["arr_0"]
         assert images.dtype == np.uint8 and images.shape == (metrics["num_samples"], 28, 28, 1)
-    if len(argv) == 2:  # the default job: GITS against its baseline on the same seeds
-        assert metrics["schedule"] == "gits" and metrics["baseline_schedule"] == "polynomial"
-        assert "baseline_fid" in metrics and (run_dir / "gits.png").is_file()
+        assert metrics["fd"] == pytest.approx(pixel_fd_with_numpy(images), rel=1e-5)  # the images it scored
+
+
+def pixel_fd_with_numpy(images) -> float:
+    """The pixel FD of uint8 N x H x W x C images to mnist5k written as EDM writes PNGs: numpy and scipy only."""
+    import numpy as np
+    from scipy import linalg
+
+    from fewstep.data import mnist5k
+
+    data = (mnist5k().images.numpy() * 127.5 + 128).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+    def stats(x):
+        x = x.reshape(len(x), -1).astype(np.float64) / 127.5 - 1
+        return x.mean(0), np.cov(x, rowvar=False)
+
+    (m1, c1), (m2, c2) = stats(images), stats(data)
+    root = linalg.sqrtm(c1 @ c2).real
+    return float(((m1 - m2) ** 2).sum() + np.trace(c1 + c2 - 2 * root))

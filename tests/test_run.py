@@ -1,6 +1,5 @@
 """The sampling task end to end: files written, determinism, DDP, and clean errors for bad input."""
 
-import json
 import subprocess
 import sys
 
@@ -12,38 +11,10 @@ from fewstep.utils.shards import ShardStore
 
 from .conftest import QUICK, ROOT, run_cli
 
-REQUIRED_METRICS = {
-    "truncation_error": float,
-    "fd": float,
-    "nfe": int,
-    "solver": str,
-    "schedule": str,
-    "num_samples": int,
-    "sigmas": list,
-    "sampling_seconds": float,
-}
-
 
 def load_samples(run_dir, num):
     (store,) = (run_dir / "samples").iterdir()
     return ShardStore(store).load(list(range(num)))
-
-
-def test_cli_end_to_end(tmp_path):
-    result = run_cli([*QUICK, "solver=dpm", "nfe=5"], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = tmp_path / "run"
-    assert result.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir}"
-    for name in ["config.yaml", "schedule.json", "samples.png", "metrics.json", "csv/metrics.csv"]:
-        assert (run_dir / name).is_file(), name
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key, kind in REQUIRED_METRICS.items():
-        assert isinstance(metrics[key], kind), key
-    assert metrics["nfe"] == 5 and metrics["afs"] is True and metrics["num_steps"] == 3
-    assert metrics["truncation_error"] > 0 and metrics["fd"] > 0
-    assert len(metrics["sigmas"]) == 4
-    log = (run_dir / "run.log").read_text()
-    assert "3 steps x 2 NFE - 1 saved by AFS" in log
 
 
 def test_more_nfe_less_truncation_error(make_cfg):
@@ -116,25 +87,6 @@ def test_cli_bad_input_without_traceback(tmp_path, args, expected):
     assert "Traceback" not in result.stderr
     for text in expected:
         assert text in result.stderr
-
-
-def test_ddp_two_processes_match_one(tmp_path):
-    """Two CPU processes (gloo) shard the seeds and produce the same samples and metrics as one."""
-    args = [*QUICK, "num_samples=20", "batch_size=4"]
-    single = run_cli(args, tmp_path / "one")
-    double = run_cli([*args, "trainer=ddp", "trainer.devices=2"], tmp_path / "two")
-    assert single.returncode == 0, single.stderr[-3000:]
-    assert double.returncode == 0, double.stderr[-3000:]
-    one, two = (json.loads((tmp_path / d / "run" / "metrics.json").read_text()) for d in ("one", "two"))
-    assert two["world_size"] == 2 and one["world_size"] == 1
-    assert torch.equal(load_samples(tmp_path / "one" / "run", 20), load_samples(tmp_path / "two" / "run", 20))
-    # every image passes the extractor in the same batch either way; only the ranks' float64 sums add up in
-    # another order, and KID and the bootstrap see the features in seed order
-    for key in ("truncation_error", "truncation_error_std", "fd", "fid", "fid_std", "kid", "kid_std",
-                "fid_vs_reference", "fd_vs_reference", "fd_reference", "fid_reference", "fid_reference_std"):
-        assert two[key] == pytest.approx(one[key], rel=1e-9, abs=1e-9), key
-    # rank 1 wrote shards too: each rank sampled only its own seeds
-    assert len(list((tmp_path / "two" / "run" / "samples").glob("*/*.pt"))) == 6
 
 
 def test_install_has_no_cuda_or_torchvision():

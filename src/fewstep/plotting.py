@@ -90,14 +90,15 @@ def plot_gits(record: dict, path: str | Path) -> Path:
     cost[np.tril_indices_from(cost)] = np.nan
     positive = cost[np.isfinite(cost) & (cost > 0)]
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    image = right.imshow(np.where(cost > 0, cost, np.nan), cmap="viridis", origin="upper", norm=norm)
+    shown = np.where(np.isfinite(cost), np.maximum(cost, positive.min() if positive.size else 0), np.nan)
+    image = right.imshow(shown, cmap="viridis", origin="upper", norm=norm)
     path_idx = record["indices"]
     right.plot(path_idx[1:], path_idx[:-1], "r.-", label="searched path (from i to j)")
     right.set(
         xlabel="to grid point j", ylabel="from grid point i", title=f"cost matrix ({record['settings']['metric']})"
     )
     right.legend(loc="lower left")
-    fig.colorbar(image, ax=right, label="cost (log scale)")
+    fig.colorbar(image, ax=right, label="cost (log scale; 0 drawn as the smallest)")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 
 def number(value, digits: int = 4) -> str:
-    """A float with `digits` significant figures; anything else as it is."""
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+    """A float with `digits` significant figures (whole numbers from 10^digits up, never an exponent there);
+    anything else as it is."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
 
 
 def with_std(metrics: dict, key: str, digits: int = 4) -> str:

@@ -148,23 +148,29 @@ def plot(table: dict, metric: str, path: Path, floors: dict | None = None, title
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import ScalarFormatter
 
     solvers = list(dict.fromkeys(solver for solver, _ in table))
     schedules = list(dict.fromkeys(schedule for _, schedule in table))
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for (solver, schedule), cells in table.items():
+    all_nfes = sorted({n for cells in table.values() for n in cells})
+    spacing = min((b - a for a, b in zip(all_nfes, all_nfes[1:], strict=False)), default=1)
+    for k, ((solver, schedule), cells) in enumerate(table.items()):
         nfes = sorted(cells)
+        dodge = (k - (len(table) - 1) / 2) * 0.12 * spacing / max(len(table), 1)  # error bars side by side
         values = [cells[n][0] for n in nfes]
         errors = [0 if cells[n][1] != cells[n][1] else cells[n][1] for n in nfes]
-        ax.errorbar(nfes, values, yerr=errors, marker="o", ms=4, capsize=3, label=f"{solver} / {schedule}",
-                    color=f"C{solvers.index(solver) % 10}", linestyle=styles[schedules.index(schedule) % len(styles)])
+        ax.errorbar([n + dodge for n in nfes], values, yerr=errors, marker="o", ms=4, capsize=3,
+                    label=f"{solver} / {schedule}", color=f"C{solvers.index(solver) % 10}",
+                    linestyle=styles[schedules.index(schedule) % len(styles)])  # fmt: skip
     positive_floor = [v for v, _ in (floors or {}).values() if v > 0]
     if positive_floor:
         ax.axhline(statistics.fmean(positive_floor), color="k", lw=1, alpha=0.6, label="floor (reference solution)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="NFE", ylabel=LABELS.get(metric, metric), yscale="log", title=title or f"{metric} vs NFE")
+    ax.set_xticks(all_nfes)  # the NFEs of the sweep, as integers
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(fontsize=8, ncol=2 if len(table) > 6 else 1)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

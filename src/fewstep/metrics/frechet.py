@@ -48,10 +48,13 @@ def mean_cov(count: int, total: torch.Tensor, outer: torch.Tensor) -> tuple[np.n
 
 
 def sqrt_psd(matrix) -> np.ndarray:
-    """The symmetric square root of a covariance (negative round-off eigenvalues clipped to 0)."""
+    """The symmetric square root of a covariance. Eigenvalues within round-off of 0 (|v| < d eps max v) are 0: the
+    square root of a round-off eigenvalue (~1e-16) would add ~1e-8 per null direction of a rank-deficient
+    covariance."""
     matrix = np.asarray(matrix, dtype=np.float64)
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    tolerance = len(values) * np.finfo(np.float64).eps * max(float(values.max(initial=0.0)), 0.0)
+    return (vectors * np.sqrt(np.where(values > tolerance, values, 0.0))) @ vectors.T
 
 
 def frechet_distance(mu1, cov1, mu2, cov2, root2: np.ndarray | None = None) -> float:
@@ -69,6 +72,21 @@ def frechet_distance_from_stats(a: FeatureStats, b: FeatureStats) -> float:
     return frechet_distance(*a.mean_cov(), *b.mean_cov())
 
 
+def frechet_distance_of_features(features: np.ndarray, mu, cov, root: np.ndarray) -> float:
+    """The Fréchet distance of a feature set (N, d) to (mu, cov), `root` = sqrt_psd(cov). With fewer samples than
+    dimensions the trace term is the nuclear norm of X C^(1/2) / sqrt(N - 1) (X: the centred features), the same
+    singular values as C_X^(1/2) C^(1/2) from an N x d matrix instead of two d x d decompositions."""
+    n, d = features.shape
+    if n > d:
+        return frechet_distance(features.mean(0), np.cov(features, rowvar=False), mu, cov, root2=root)
+    mean = features.mean(0)
+    centred = features - mean
+    trace_sqrt = np.linalg.svd(centred @ root, compute_uv=False).sum() / np.sqrt(n - 1)
+    diff = mean - np.asarray(mu, dtype=np.float64)
+    distance = float(diff @ diff + (centred**2).sum() / (n - 1) + np.trace(cov) - 2 * trace_sqrt)
+    return max(distance, 0.0)
+
+
 def bootstrap_frechet(features: torch.Tensor, mu, cov, rounds: int, seed: int = 0) -> np.ndarray:
     """Fréchet distances of `rounds` bootstrap resamples (same size, with replacement, a fixed generator) of the
     per-sample `features` (N, d) to fixed statistics (mu, cov): their standard deviation is the standard error of
@@ -77,9 +95,5 @@ def bootstrap_frechet(features: torch.Tensor, mu, cov, rounds: int, seed: int = 
     n = f.shape[0]
     root = sqrt_psd(cov)
     generator = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(int(rounds)):
-        pick = f[torch.randint(n, (n,), generator=generator)]
-        total, outer = pick.sum(0), pick.T @ pick
-        values.append(frechet_distance(*mean_cov(n, total, outer), mu, cov, root2=root))
-    return np.array(values)
+    picks = [torch.randint(n, (n,), generator=generator) for _ in range(int(rounds))]
+    return np.array([frechet_distance_of_features(f[pick].numpy(), mu, cov, root) for pick in picks])
