@@ -40,7 +40,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities import dim_zero_cat
 
 from fewstep.errors import FewstepError
-from fewstep.metrics.features import build_features
+from fewstep.metrics.features import PixelFeatures, build_features
 from fewstep.metrics.frechet import FeatureStats, bootstrap_frechet, frechet_distance, mean_cov
 from fewstep.metrics.quantize import as_scored
 from fewstep.metrics.settings import EvalSettings
@@ -355,22 +355,14 @@ def evaluate(
     device = trainer.strategy.root_device
     extractor = prepared.features.to(device).eval() if prepared.features is not None else None
     with_data = has_images(dataset)
-    feature_space = None
-    if extractor is not None:
-        feature_space = ScoredFeatures(extractor, feature_dim(extractor, dataset))
-    from fewstep.metrics.features import PixelFeatures
-
+    feature_space = ScoredFeatures(extractor, feature_dim(extractor, dataset)) if extractor is not None else None
     pixel_space = ScoredFeatures(PixelFeatures(), pixels_dim(dataset)) if with_data else None
     if extractor is not None and extractor.name == "pixels":
         pixel_space = None  # `fd` is `fid` then
-    kid = None
-    if feature_space is not None and with_data:
-        size = min(settings.kid_subset_size, len(seeds), len(dataset.images))
+    kid = None  # the per-sample feature store: KID against the dataset's images, and the bootstrap
+    if feature_space is not None:
+        size = min(settings.kid_subset_size, len(seeds), len(dataset.images) if with_data else len(seeds))
         kid = {"subsets": settings.kid_subsets, "subset_size": size, "seed": settings.seed}
-    bootstrap_needs_features = settings.bootstrap > 0 and feature_space is not None
-    if bootstrap_needs_features and kid is None:  # published statistics: per-sample features for the bootstrap only
-        kid = {"subsets": settings.kid_subsets, "subset_size": min(settings.kid_subset_size, len(seeds)),
-               "seed": settings.seed}  # fmt: skip
     with_reference = reference_store is not None
     sets = {prefix: SetScores(pixel_space, feature_space, kid, device, with_reference) for prefix in stores}
     if with_reference:
