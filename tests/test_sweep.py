@@ -55,3 +55,32 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert sorted(r["solver"] for r in rows) == ["dpmpp", "euler"]
     assert "| dpmpp | polynomial |" in (sweep / "summary.md").read_text()
+
+
+def test_summary_of_a_sweep_directory(tmp_path):
+    """summarize() on job folders as a sweep leaves them: tables per metric, plots, and the sample comparison."""
+    import json
+
+    import torch
+
+    from fewstep.sweep import summarize
+    from fewstep.utils.shards import ShardStore
+
+    for number, (solver, schedule, nfe, fid) in enumerate([("euler", "gits", 4, 30.0), ("euler", "polynomial", 4, 50.0),
+                                                           ("euler", "gits", 6, 20.0)]):  # fmt: skip
+        job = tmp_path / f"{number}_{solver}_{schedule}_nfe{nfe}"
+        metrics = {"solver": solver, "schedule": schedule, "nfe": nfe, "fid": fid, "fid_std": 2.0, "seed": 0,
+                   "truncation_error": fid / 10, "truncation_error_std": 0.1, "fid_reference": 10.0,
+                   "fid_reference_std": 1.0, "num_samples": 4, "features": "lenet", "model": "kde",
+                   "dataset": "digits", "sigmas": [80.0, 0.002]}  # fmt: skip
+        (job / "samples" / "key").mkdir(parents=True)
+        (job / "metrics.json").write_text(json.dumps(metrics))
+        ShardStore(job / "samples" / "key").write(torch.arange(4), torch.rand(4, 1, 8, 8) * 2 - 1)
+    summarize(tmp_path, ["fid", "truncation_error"])
+    text = (tmp_path / "summary.md").read_text()
+    assert "| euler | gits | **30 ± 2** | **20 ± 2** |" in text and "| euler | polynomial | 50 ± 2 |  |" in text
+    assert "| floor | reference solution | 10 ± 1 | 10 ± 1 |" in text  # the reference solution's FID
+    assert "| floor | reference solution | 0 | 0 |" in text  # its truncation error is 0 by definition
+    assert "4 samples per job (seeds from 0), FID in the lenet feature space, model kde on digits" in text
+    for name in ("fid_vs_nfe.png", "truncation_error_vs_nfe.png", "samples_compare.png", "summary.csv"):
+        assert (tmp_path / name).stat().st_size > 100, name

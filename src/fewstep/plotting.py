@@ -8,6 +8,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewstep.utils.storage import atomic_write_bytes
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no screen here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = True) -> Path:
+    """Write a figure as PNG atomically (a killed run leaves no half-written image) and close it."""
+    import io
+
+    plt = pyplot()
+    if tight:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write_bytes(path, buffer.getvalue())
+
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] into one (rows*H, cols*W[, C]) array in [0, 1]."""
@@ -24,27 +49,19 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> n
 
 
 def save_image_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 4) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import io
 
     grid = image_grid(images, nrow)
     grid = np.kron(grid, np.ones((scale, scale) + (() if grid.ndim == 2 else (1,)), dtype=grid.dtype))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plt.imsave(path, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
-    return path
+    buffer = io.BytesIO()
+    pyplot().imsave(buffer, grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_sample_panels(grids: dict[str, torch.Tensor], path: str | Path) -> Path:
     """One titled grid per image set, stacked top to bottom (the same seeds in the same places); a single set
     without a title is a plain grid."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if len(grids) == 1 and not next(iter(grids)):
         return save_image_grid(next(iter(grids.values())), path)
     tiles = [image_grid(images) for images in grids.values()]
@@ -56,27 +73,17 @@ def save_sample_panels(grids: dict[str, torch.Tensor], path: str | Path) -> Path
         ax.imshow(tile, cmap="gray" if tile.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gits(record: dict, path: str | Path) -> Path:
     """GITS sigmas against hand-crafted schedules of the same length (log axis), and the cost matrix heat map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from fewstep.schedules import SCHEDULES
 
     sigmas = np.array(record["sigmas"])
     grid = np.array(record["grid"])
     steps = len(sigmas) - 1
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.8))
     for name, fn in SCHEDULES.items():
         if name == "discrete":  # needs the model's betas, which the record does not hold
             continue
@@ -99,12 +106,7 @@ def plot_gits(record: dict, path: str | Path) -> Path:
     )
     right.legend(loc="lower left")
     fig.colorbar(image, ax=right, label="cost (log scale; 0 drawn as the smallest)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def boomerang_coordinates(states: torch.Tensor) -> np.ndarray:
@@ -124,20 +126,13 @@ def boomerang_coordinates(states: torch.Tensor) -> np.ndarray:
 
 def plot_geometry(batch, measures: dict, sigmas: torch.Tensor, shape, run_dir: str | Path, show: int = 8) -> dict:
     """The trajectory-geometry views of `task=analyze`; returns name -> PNG path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     run_dir = Path(run_dir)
     sig = sigmas.numpy()
     paths = {}
 
     def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(run_dir / f"{name}.png", dpi=90)
-        plt.close(fig)
-        paths[name] = run_dir / f"{name}.png"
+        paths[name] = save_figure(fig, run_dir / f"{name}.png", dpi=90)
 
     from matplotlib.ticker import MaxNLocator
 

@@ -39,9 +39,9 @@ def metrics_table(metrics: dict) -> str:
 def run_table(metrics: dict) -> str:
     """The closing comparison: the baseline schedule, the run's schedule and the floor (the reference solution)
     on the same seeds."""
-    space = metrics.get("features", "")
-    header = ["schedule", f"FID ({space}) ± std", "KID ± std", "FID vs reference", "truncation error ± s.e."]
-    keys = ["fid", "kid", "fid_vs_reference", "truncation_error"]
+    columns = {"fid": f"FID ({metrics.get('features')}) ± std", "kid": "KID ± std",
+               "fid_vs_reference": "FID vs reference", "truncation_error": "truncation error ± s.e."}  # fmt: skip
+    keys = [key for key in columns if key in metrics]  # what this run measured
 
     def row(name: str, prefix: str) -> list[str]:
         return [name, *(with_std(metrics, f"{prefix}{key}") or "-" for key in keys)]
@@ -50,9 +50,11 @@ def run_table(metrics: dict) -> str:
     if "baseline_schedule" in metrics:
         rows.append(row(f"{metrics['baseline_schedule']} (baseline)", "baseline_"))
     rows.append(row(str(metrics.get("schedule", "")), ""))
-    if "reference" in metrics:
-        rows.append([f"floor: {metrics['reference']}", with_std(metrics, "fid_reference") or "-",
-                     with_std(metrics, "kid_reference") or "-", "0", "0"])  # fmt: skip
+    if "reference" in metrics:  # against itself: no distance to the reference, no truncation error
+        floor = {"fid_vs_reference": "0", "truncation_error": "0"}
+        rows.append([f"floor: {metrics['reference']}",
+                     *(floor.get(key) or with_std(metrics, f"{key}_reference") or "-" for key in keys)])  # fmt: skip
+    header = ["schedule", *(columns[key] for key in keys)]
     title = (f"{metrics.get('solver')} at NFE {metrics.get('nfe')}, {metrics.get('num_samples')} samples "
              f"(seeds {metrics.get('seed', 0)}..{metrics.get('seed', 0) + metrics.get('num_samples', 1) - 1}), "
              f"{metrics.get('model')} on {metrics.get('dataset')}")  # fmt: skip

@@ -22,6 +22,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from fewstep.reporting import number
+from fewstep.utils.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,14 @@ def _job_number(name: str) -> tuple[int, str]:
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    import io
+
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def _row_label(row: dict) -> tuple[str, str]:
@@ -144,12 +148,11 @@ def describe(rows: list[dict]) -> str:
 
 
 def plot(table: dict, metric: str, path: Path, floors: dict | None = None, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import ScalarFormatter
 
+    from fewstep.plotting import pyplot, save_figure
+
+    plt = pyplot()
     solvers = list(dict.fromkeys(solver for solver, _ in table))
     schedules = list(dict.fromkeys(schedule for _, schedule in table))
     styles = ["-", "--", ":", "-."]
@@ -173,19 +176,12 @@ def plot(table: dict, metric: str, path: Path, floors: dict | None = None, title
     ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.legend(fontsize=8, ncol=2 if len(table) > 6 else 1)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def compare_samples(sweep_dir: Path, rows: list[dict], path: Path, count: int = 10) -> Path | None:
     """One row per job (in job order), the same first `count` seeds of each, labelled solver / schedule / NFE."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fewstep.plotting import image_grid
+    from fewstep.plotting import image_grid, pyplot, save_figure
     from fewstep.utils.shards import ShardStore
 
     strips = []
@@ -206,7 +202,7 @@ def compare_samples(sweep_dir: Path, rows: list[dict], path: Path, count: int = 
         return None
     height, width = strips[0][1].shape[:2]
     scale = 7.0 / width
-    fig, axes = plt.subplots(len(strips), 1, figsize=(9.5, len(strips) * height * scale + 0.3), squeeze=False)
+    fig, axes = pyplot().subplots(len(strips), 1, figsize=(9.5, len(strips) * height * scale + 0.3), squeeze=False)
     for ax, (label, strip) in zip(axes[:, 0], strips, strict=True):
         ax.imshow(strip, cmap="gray" if strip.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
@@ -215,9 +211,7 @@ def compare_samples(sweep_dir: Path, rows: list[dict], path: Path, count: int = 
         for spine in ax.spines.values():
             spine.set_visible(False)
     fig.subplots_adjust(left=0.28, right=0.99, top=0.99, bottom=0.01, hspace=0.08)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, tight=False)
 
 
 def summarize(sweep_dir: str | Path, metrics: list[str] | tuple[str, ...] = ("fid", "truncation_error")) -> Path | None:
@@ -239,7 +233,7 @@ def summarize(sweep_dir: str | Path, metrics: list[str] | tuple[str, ...] = ("fi
         space = describe_space(rows, metric)
         plot(table, metric, sweep_dir / f"{metric}_vs_nfe.png", floors, f"{LABELS.get(metric, metric)} vs NFE{space}")
     text = "\n".join(sections) + f"\n{caption}\n"
-    (sweep_dir / "summary.md").write_text(text)
+    atomic_write_bytes(sweep_dir / "summary.md", text.encode())
     compare_samples(sweep_dir, rows, sweep_dir / "samples_compare.png")
     print(text, flush=True)
     print(f"sweep summary: {sweep_dir / 'summary.md'}", flush=True)
