@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader
 
 from fewstep.data.seeds import rank_batches, seeded_noise
+from fewstep.errors import NonFiniteError
 from fewstep.metrics.quantize import quantize
 from fewstep.models.denoiser import CountingDenoiser, decode, for_seeds
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
@@ -77,10 +78,13 @@ class SamplingModule(SeedShardedModule):
         self.solver_options = dict(solver_options or {})
         self.afs = afs
         self.nfe_per_batch: list[int] = []
-        self.solver_seconds = 0.0
+        self.solver_seconds = 0.0  # this process's compute time, in this run
+        self.reused_seconds = 0.0  # the compute time of the samples found in the store (rank 0)
 
     def pending_seeds(self) -> list[int]:
-        return self.store.missing(self.seeds)
+        pending = self.store.missing(self.seeds)
+        self.reused_seconds = self.store.found_seconds
+        return pending
 
     def report(self, pending: list[int]) -> None:
         reused = len(self.seeds) - len(pending)
@@ -101,20 +105,31 @@ class SamplingModule(SeedShardedModule):
             options["noise"] = per_sample_noise(seeds, self.shape, dtype=x.dtype, device=x.device)
         start = time.perf_counter()
         samples = self.solver(counter, x, self.sigmas, afs=afs, **options)
-        self.solver_seconds += time.perf_counter() - start
-        _check_finite(samples, seeds, "the denoiser returned NaN/inf; check the model and its sigma range "
+        seconds = time.perf_counter() - start
+        self.solver_seconds += seconds
+        _check_finite(samples, seeds, self.description, "the denoiser returned NaN/inf; check the model and its sigma range "
                       "(model.sigma_min / model.sigma_max)")  # fmt: skip
         self.nfe_per_batch.append(counter.calls)
         if getattr(self.denoiser, "decode", None) is None:
-            return {"seeds": seeds, "samples": samples}
+            return {"seeds": seeds, "samples": samples, "seconds": seconds}
         images = decode(self.denoiser, samples)
-        _check_finite(images, seeds, "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)")
-        return {"seeds": seeds, "samples": quantize(images)}  # stored as PNG-like bytes: 4x smaller
+        _check_finite(images, seeds, self.description, "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)")
+        return {"seeds": seeds, "samples": quantize(images), "seconds": seconds}  # stored as PNG-like bytes: 4x smaller
 
 
-def _check_finite(samples: torch.Tensor, seeds: torch.Tensor, why: str) -> None:
+def _check_finite(samples: torch.Tensor, seeds: torch.Tensor, stage: str, why: str) -> None:
     if not torch.isfinite(samples).all():
-        raise FloatingPointError(f"non-finite samples for seeds {seeds[0].item()}..{seeds[-1].item()}: {why}")
+        bad = seeds[~torch.isfinite(samples.flatten(1)).all(dim=1).cpu()].tolist()
+        raise NonFiniteError(f"{stage}: non-finite samples for {len(bad)} of seeds {seeds[0].item()}..{seeds[-1].item()} "
+                             f"(first: {bad[:3]}): {why}; nothing of this batch was written")  # fmt: skip
+
+
+def total_seconds(trainer, module: SamplingModule) -> float:
+    """Solver seconds of all the module's samples: summed over ranks, plus those of samples reused from shards.
+    Called on every rank (a collective)."""
+    strategy = trainer.strategy
+    mine = torch.tensor(module.solver_seconds, dtype=torch.float64, device=strategy.root_device)
+    return float(strategy.reduce(mine, reduce_op="sum")) + module.reused_seconds
 
 
 class ShardWriter(BasePredictionWriter):
@@ -125,7 +140,7 @@ class ShardWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if isinstance(pl_module, SamplingModule):
-            pl_module.store.write(prediction["seeds"], prediction["samples"])
+            pl_module.store.write(prediction["seeds"], prediction["samples"], prediction.get("seconds", 0.0))
 
 
 class WarmupModule(SeedShardedModule):
@@ -154,7 +169,13 @@ class WarmupModule(SeedShardedModule):
         x = self.noise(seeds, float(self.grid[0]))
         denoiser = for_seeds(self.denoiser, seeds)
         states, slopes = teacher_trajectory(self.teacher, denoiser, x, self.grid, **self.teacher_options)
-        self.cost_sum += cost_sums(states, slopes, self.grid, self.metric)
+        sums = cost_sums(states, slopes, self.grid, self.metric)
+        if not torch.isfinite(sums).all():
+            from fewstep.tasks.search import WARMUP_NAN_CAUSE
+
+            raise NonFiniteError(f"GITS warm-up: non-finite costs for seeds {seeds[0].item()}..{seeds[-1].item()}: "
+                                 f"{WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
+        self.cost_sum += sums
         self.count += len(seeds)
 
     def reduced(self) -> tuple[torch.Tensor, int]:

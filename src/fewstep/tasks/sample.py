@@ -38,6 +38,14 @@ def sampling_key(setup: SamplingSetup, solver_cfg: dict, sigmas: torch.Tensor) -
     return content_key({**setup.model_identity, "solver": solver_cfg, "sigmas": sigmas.tolist(), "afs": setup.plan.afs})
 
 
+def stored_shape(setup: SamplingSetup) -> tuple[int, ...] | None:
+    """A sample's shape in its shard: the solver's shape, or the decoded image's for a latent model."""
+    if getattr(setup.denoiser, "decode", None) is None:
+        return setup.shape
+    image_shape = getattr(setup.denoiser, "image_shape", None)
+    return tuple(image_shape) if image_shape is not None else None
+
+
 def baseline_sigmas(cfg: DictConfig, setup: SamplingSetup) -> tuple[str, torch.Tensor] | None:
     """The hand-crafted schedule compared on the same seeds (`eval.baseline`), with the run's NFE plan; None when
     it is off or is the run's own schedule."""
@@ -69,7 +77,8 @@ def reference_module(setup: SamplingSetup, sigmas, reference: dict, seeds, batch
     key = content_key({**setup.model_identity, "shape": setup.shape, "reference": reference, "sigmas": fine.tolist()})
     spec = get_solver(reference["solver"])
     description = f"reference solution ({spec.name}, {reference['num_steps']} steps)"
-    return SamplingModule(setup.denoiser, spec.fn, fine, setup.shape, seeds, ShardStore(cache_dir / "reference" / key),
+    return SamplingModule(setup.denoiser, spec.fn, fine, setup.shape, seeds, ShardStore(cache_dir / "reference" / key,
+                          stored_shape(setup)),
                           batch_size, description=description)  # fmt: skip
 
 
@@ -83,7 +92,7 @@ def sample(cfg: DictConfig) -> dict | None:
     batch_size = int(cfg.batch_size)
 
     from fewstep.metrics.evaluation import evaluate, prepare_features  # torchmetrics and Lightning load only now
-    from fewstep.module import build_trainer
+    from fewstep.module import build_trainer, total_seconds
     from fewstep.utils.shards import ShardStore
 
     prepared = prepare_features(settings, setup.dataset)  # bad feature/statistics settings fail before sampling
@@ -93,10 +102,10 @@ def sample(cfg: DictConfig) -> dict | None:
     solver_cfg = container(cfg.solver)
     label = f"{setup.spec.name} on {cfg.schedule.name}, {len(seeds)} samples"
     runs = {"": sampling_module(setup, setup.sigmas, seeds, ShardStore(run_dir / "samples" / sampling_key(
-        setup, solver_cfg, setup.sigmas)), batch_size, f"sampling: {label}")}  # fmt: skip
+        setup, solver_cfg, setup.sigmas), stored_shape(setup)), batch_size, f"sampling: {label}")}  # fmt: skip
     if baseline is not None:  # cached: every job of a sweep with the same model, solver and NFE shares it
         name, sigmas = baseline
-        store = ShardStore(cache_dir / "baseline" / sampling_key(setup, solver_cfg, sigmas))
+        store = ShardStore(cache_dir / "baseline" / sampling_key(setup, solver_cfg, sigmas), stored_shape(setup))
         runs["baseline_"] = sampling_module(setup, sigmas, seeds, store, batch_size,
                                             f"baseline: {setup.spec.name} on {name}, {len(seeds)} samples")  # fmt: skip
     for module in runs.values():
@@ -105,6 +114,7 @@ def sample(cfg: DictConfig) -> dict | None:
     if cfg.eval.reference.solver:  # null: no truncation error (e.g. 50k samples of a large model)
         reference = reference_module(setup, setup.sigmas, container(cfg.eval.reference), seeds, batch_size, cache_dir)
         trainer.predict(reference, return_predictions=False)
+    sampling_seconds = total_seconds(trainer, runs[""])
     trainer.strategy.barrier()  # every shard is written before any rank reads
     evaluation = evaluate(trainer, seeds, {prefix: run.store for prefix, run in runs.items()},
                           reference.store if reference else None, setup.dataset, prepared, cache_dir, batch_size,
@@ -128,7 +138,7 @@ def sample(cfg: DictConfig) -> dict | None:
         "num_samples": len(seeds),
         "seed": int(cfg.seed),
         "sigmas": setup.sigmas.tolist(),
-        "sampling_seconds": runs[""].solver_seconds,
+        "sampling_seconds": sampling_seconds,
         "world_size": trainer.world_size,
     }
     if baseline is not None:

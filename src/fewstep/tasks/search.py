@@ -7,21 +7,26 @@ A sweep over NFE, solvers and coeffs therefore warms up once; every other run co
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from pathlib import Path
 
 import torch
 
-from fewstep.errors import FewstepError
+from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.models.denoiser import for_seeds
 from fewstep.schedules import SCHEDULES, make_schedule
 from fewstep.schedules.gits import METRICS, best_path, dynamic_programming
 from fewstep.solvers import StepPlan, check_options, get_solver
 from fewstep.utils.logging import info
-from fewstep.utils.storage import atomic_save_json, atomic_torch_save, content_key
+from fewstep.utils.cache import finite, load_json, load_torch, read_entry, require, write_json, write_torch
+from fewstep.utils.storage import atomic_save_json, content_key
 
 log = logging.getLogger(__name__)
+
+RANGE_TOLERANCE = 1e-4  # relative: sigmas written as text may round the model's range by this much
+WARMUP_NAN_CAUSE = ("the denoiser returned NaN/inf on the teacher's trajectories; check the model and its sigma "
+                    "range (model.sigma_min / model.sigma_max)")  # fmt: skip
 
 GITS_DEFAULTS = {
     "base": "polynomial",
@@ -99,24 +104,38 @@ def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, 
     return [0, best, *path[1:]], distances
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        log.warning("damaged GITS schedule cache %s (%s): searching again", path, err)
-        return None
+def _check_cost(grid: torch.Tensor):
+    def check(entry: dict) -> None:
+        cost, count = entry.get("cost"), entry.get("count")
+        n = len(grid)
+        require(isinstance(cost, torch.Tensor) and tuple(cost.shape) == (n, n), f"cost matrix is not {n}x{n}")
+        require(finite(cost), "non-finite costs")
+        require(isinstance(count, int) and count >= 1, f"warm-up count {count!r}")
+        require(isinstance(entry.get("grid"), torch.Tensor) and torch.equal(entry["grid"].double(), grid.double()),
+                "a different grid")  # fmt: skip
+
+    return check
 
 
-def _read_cost(path: Path) -> dict | None:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        return None
-    except Exception as err:  # truncated or corrupt: recompute rather than trust it
-        log.warning("damaged GITS cost cache %s (%s): warming up again", path, err)
-        return None
+def _check_schedule(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float, float]):
+    """A cached schedule must be a path on this grid with this many steps: strictly decreasing sigmas inside
+    the model's range that are the grid's own values at its indices."""
+
+    def check(record: dict) -> None:
+        indices, sigmas = record.get("indices"), record.get("sigmas")
+        require(isinstance(indices, list) and all(type(i) is int for i in indices), "no grid indices")
+        require(len(indices) == num_steps + 1, f"{len(indices) - 1} steps, expected {num_steps}")
+        require(indices[0] == 0 and all(a < b for a, b in zip(indices, indices[1:], strict=False))
+                and indices[-1] <= len(grid) - 1, f"indices {indices} are not a path on a {len(grid)}-point grid")  # fmt: skip
+        require(isinstance(sigmas, list) and len(sigmas) == len(indices) and finite(sigmas), "sigmas not finite")
+        values = torch.tensor(sigmas, dtype=torch.float64)
+        require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
+        low, high = sigma_range
+        require(float(values[-1]) >= low * (1 - RANGE_TOLERANCE) and float(values[0]) <= high * (1 + RANGE_TOLERANCE),
+                f"sigmas outside [{low:g}, {high:g}]")  # fmt: skip
+        require(torch.allclose(values, grid.double()[indices], rtol=1e-12, atol=0), "sigmas are not the grid's")
+
+    return check
 
 
 def cache_keys(setup, settings: dict, grid: torch.Tensor, plan: StepPlan, insert_afs: bool) -> tuple[str, str]:
@@ -147,7 +166,7 @@ def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, b
     """The mean cost matrix: from the cache, or from a distributed warm-up (sums and counts all-reduced)."""
     from fewstep.module import WarmupModule
 
-    cached = _read_cost(cost_path)
+    cached = read_entry(cost_path, load_torch, _check_cost(grid), "GITS cost cache", "warming up again")
     if cached is not None:
         info(f"GITS cost matrix reused from {cost_path} ({cached['count']} warm-up trajectories)")
         return cached["cost"], cached["count"]
@@ -167,8 +186,11 @@ def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, b
     trainer.predict(module, return_predictions=False)
     total, count = module.reduced()
     cost = total / count
+    if not finite(cost):  # another rank's seeds (each rank checks its own batches as it goes)
+        raise NonFiniteError(f"GITS warm-up: {int((~torch.isfinite(cost)).sum())} non-finite entries in the cost "
+                             f"matrix (seeds {seeds[0]}..{seeds[-1]}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
     if trainer.is_global_zero:
-        atomic_torch_save(cost_path, {"cost": cost, "count": count, "grid": grid, "settings": settings})
+        write_torch(cost_path, {"cost": cost, "count": count, "grid": grid, "settings": settings})
     return cost, count
 
 
@@ -218,7 +240,8 @@ def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range,
     cache = Path(cache_dir) / "gits"
     schedule_path = cache / "schedules" / f"{schedule_key}.json"
 
-    record = _read_json(schedule_path)
+    record = read_entry(schedule_path, load_json, _check_schedule(grid, num_steps, sigma_range),
+                        "GITS schedule cache", "searching again")  # fmt: skip
     if record is not None:
         info(f"GITS schedule reused from {schedule_path}")
     else:
@@ -249,7 +272,9 @@ def search_schedule(trainer, setup, schedule: dict, plan: StepPlan, sigma_range,
                     (teacher_spec, teacher_options),
                     (cost_key, schedule_key),
                 )
-                atomic_save_json(schedule_path, record)
+                if not finite(record["sigmas"]) or not math.isfinite(record["path_cost"]):
+                    raise NonFiniteError(f"GITS search: non-finite schedule {record['sigmas']}; nothing was cached")
+                write_json(schedule_path, record)
                 info(f"GITS schedule searched: grid indices {record['indices']}")
                 payload = {"record": record}
             except FewstepError as err:  # tell every rank, so that none waits in the broadcast forever
