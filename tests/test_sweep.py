@@ -47,6 +47,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
         "hydra.launcher.n_jobs=2",
         *SMALL,
         "solver=euler,dpmpp",
+        "schedule=polynomial",
         f"hydra.sweep.dir={sweep}",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]

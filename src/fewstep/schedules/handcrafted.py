@@ -134,7 +134,10 @@ def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | N
 
     A final 0 is allowed and means "step to zero" (the last step is then a denoising step).
     """
-    values = [float(s) for s in sigmas]
+    try:
+        values = [float(s) for s in sigmas]
+    except (TypeError, ValueError):
+        raise FewstepError(f"explicit sigmas must be numbers, got {list(sigmas)}") from None
     if len(values) < 2:
         raise FewstepError(f"an explicit schedule needs at least 2 sigmas (one step), got {values}")
     body = values[:-1] if values[-1] == 0 else values

@@ -38,6 +38,23 @@ def sampling_key(setup: SamplingSetup, solver_cfg: dict, sigmas: torch.Tensor) -
     return content_key({**setup.model_identity, "solver": solver_cfg, "sigmas": sigmas.tolist(), "afs": setup.plan.afs})
 
 
+def sample_store(cache_dir: Path, setup: SamplingSetup, solver_cfg: dict, sigmas: torch.Tensor):
+    """Samples are cached by every setting that changes them (`sampling_key`), so re-running the same command
+    resumes where a stopped run left off, and a sweep's baseline is another job's run."""
+    from fewstep.utils.shards import ShardStore
+
+    return ShardStore(cache_dir / "samples" / sampling_key(setup, solver_cfg, sigmas), stored_shape(setup))
+
+
+def link_into_run(run_dir: Path, store) -> None:
+    """`run_dir/samples/<key>`: a link to the run's shards in the cache, so the run directory shows its samples."""
+    link = run_dir / "samples" / store.root.name
+    link.parent.mkdir(parents=True, exist_ok=True)
+    store.root.mkdir(parents=True, exist_ok=True)
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(store.root.resolve(), target_is_directory=True)
+
+
 def stored_shape(setup: SamplingSetup) -> tuple[int, ...] | None:
     """A sample's shape in its shard: the solver's shape, or the decoded image's for a latent model."""
     if getattr(setup.denoiser, "decode", None) is None:
@@ -93,7 +110,6 @@ def sample(cfg: DictConfig) -> dict | None:
 
     from fewstep.metrics.evaluation import evaluate, prepare_features  # torchmetrics and Lightning load only now
     from fewstep.module import build_trainer, total_seconds
-    from fewstep.utils.shards import ShardStore
 
     prepared = prepare_features(settings, setup.dataset)  # bad feature/statistics settings fail before sampling
     trainer = build_trainer(cfg.trainer)
@@ -101,11 +117,13 @@ def sample(cfg: DictConfig) -> dict | None:
     info(f"{setup.plan.describe()}; sigmas: {[round(s, 4) for s in setup.sigmas.tolist()]}")
     solver_cfg = container(cfg.solver)
     label = f"{setup.spec.name} on {cfg.schedule.name}, {len(seeds)} samples"
-    runs = {"": sampling_module(setup, setup.sigmas, seeds, ShardStore(run_dir / "samples" / sampling_key(
-        setup, solver_cfg, setup.sigmas), stored_shape(setup)), batch_size, f"sampling: {label}")}  # fmt: skip
-    if baseline is not None:  # cached: every job of a sweep with the same model, solver and NFE shares it
+    store = sample_store(cache_dir, setup, solver_cfg, setup.sigmas)
+    if trainer.is_global_zero:
+        link_into_run(run_dir, store)
+    runs = {"": sampling_module(setup, setup.sigmas, seeds, store, batch_size, f"sampling: {label}")}
+    if baseline is not None:  # every job of a sweep with the same model, solver and NFE shares it
         name, sigmas = baseline
-        store = ShardStore(cache_dir / "baseline" / sampling_key(setup, solver_cfg, sigmas), stored_shape(setup))
+        store = sample_store(cache_dir, setup, solver_cfg, sigmas)
         runs["baseline_"] = sampling_module(setup, sigmas, seeds, store, batch_size,
                                             f"baseline: {setup.spec.name} on {name}, {len(seeds)} samples")  # fmt: skip
     for module in runs.values():

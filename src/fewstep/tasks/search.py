@@ -45,10 +45,14 @@ GITS_DEFAULTS = {
 
 
 def gits_settings(schedule: dict) -> dict:
+    from fewstep.tasks.checks import MAX_SEED, integer, options_like
+
     settings = {**GITS_DEFAULTS, **{k: v for k, v in schedule.items() if k != "name"}}
     unknown = set(settings) - set(GITS_DEFAULTS)
     if unknown:
         raise FewstepError(f"schedule 'gits' takes options {sorted(GITS_DEFAULTS)}, not {sorted(unknown)}")
+    settings = options_like("schedule", settings, GITS_DEFAULTS)
+    integer("schedule.warmup_seed", settings["warmup_seed"], 0, MAX_SEED - max(int(settings["num_warmup"]), 0))
     if settings["metric"] not in METRICS:
         raise FewstepError(f"schedule.metric must be one of {list(METRICS)}, got {settings['metric']!r}")
     if settings["base"] not in SCHEDULES:

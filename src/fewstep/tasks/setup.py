@@ -144,6 +144,11 @@ def build_sigmas(
                 f"GITS grid of {settings['grid_size']} points cannot provide; change nfe or schedule.grid_size"
             )
         return None, plan
+    from fewstep.schedules import SCHEDULES
+    from fewstep.tasks.checks import options_like, signature_defaults
+
+    if schedule["name"] in SCHEDULES:
+        options = options_like("schedule", options, signature_defaults(SCHEDULES[schedule["name"]]))
     positive_steps = plan.num_steps - int(denoise_to_zero)
     if positive_steps == 0:
         sigmas = torch.tensor([sigma_max], dtype=torch.float64)
@@ -169,10 +174,6 @@ def resolve_schedule(setup: SamplingSetup, cfg: DictConfig, trainer) -> dict | N
 
 def check_run(cfg: DictConfig) -> None:
     """Settings that would otherwise fail late or hang: checked before anything is loaded."""
-    if int(cfg.batch_size) < 1:
-        raise FewstepError(f"batch_size must be at least 1, got {cfg.batch_size}")
-    if int(cfg.eval.grid_size) < 1:
-        raise FewstepError(f"eval.grid_size (images in samples.png) must be at least 1, got {cfg.eval.grid_size}")
     for role, name in (("eval.reference.solver", cfg.eval.reference.solver),
                        ("schedule.teacher", cfg.schedule.get("teacher"))):  # fmt: skip
         if name is not None and get_solver(name).stochastic:
@@ -246,25 +247,26 @@ def weights_fingerprint(denoiser) -> str | None:
 
 
 def build_setup(cfg: DictConfig) -> SamplingSetup:
+    from fewstep.tasks.checks import check_common, check_nfe, dry_run, options_like, signature_defaults
+
+    check_common(cfg)
     check_run(cfg)
-    if int(cfg.num_samples) < 2:
-        raise FewstepError(
-            f"num_samples must be at least 2 (the Fréchet distance needs a covariance), got {cfg.num_samples}"
-        )
     spec = get_solver(cfg.solver.name)
     solver_cfg = container(cfg.solver)
     options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
+    options = options_like("solver", options, signature_defaults(spec.fn))
     # an option given as {_target_: ..., _partial_: true} is a user callable (e.g. an ER-SDE noise scale phi)
     options = {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in options.items()}
     sigmas, plan = build_sigmas(
         container(cfg.schedule),
         spec,
-        cfg.nfe,
+        check_nfe(cfg),
         solver_cfg.get("afs", "auto"),
-        bool(cfg.denoise_to_zero),
+        cfg.denoise_to_zero,
         float(cfg.model.sigma_min),
         float(cfg.model.sigma_max),
     )
+    dry_run(spec, options, sigmas if sigmas is not None else _stand_in_sigmas(plan, cfg))
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
     check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), cfg.model.name)
@@ -274,6 +276,13 @@ def build_setup(cfg: DictConfig) -> SamplingSetup:
         afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
     identity = model_identity(cfg, dataset, denoiser)
     return SamplingSetup(dataset, denoiser, identity, spec, options, plan, sigmas, afs_prior, shape)
+
+
+def _stand_in_sigmas(plan: StepPlan, cfg: DictConfig) -> torch.Tensor:
+    """A schedule with the plan's step count, for the solver's dry run before GITS has searched the real one."""
+    positive = plan.num_steps - int(plan.denoise_to_zero)
+    sigmas = make_schedule("polynomial", max(positive, 1), float(cfg.model.sigma_min), float(cfg.model.sigma_max))
+    return torch.cat([sigmas, sigmas.new_zeros(1)]) if plan.denoise_to_zero else sigmas
 
 
 def afs_data(dataset: ImageDataset, shape: tuple[int, ...]) -> torch.Tensor | None:

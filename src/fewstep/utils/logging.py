@@ -72,29 +72,78 @@ def _log_extras(logger, metrics: dict, images: dict[str, Path]) -> None:
 
 
 def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = None) -> None:
-    """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger under `logger`."""
+    """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger under `logger`.
+
+    Called after metrics.json is written: a logger that fails is a warning, not a failed run (the results are
+    safe on disk)."""
     from fewstep.tasks.setup import resolved_config
 
-    for name, logger in build_loggers(cfg, metrics):
-        logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
-        logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
-        _log_extras(logger, metrics, images or {})
-        finish_logger(logger)
+    for name, logger_cfg in _logger_configs(cfg):
+        try:
+            logger = build_logger(name, logger_cfg, cfg, metrics)
+            logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
+            logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+            _log_extras(logger, metrics, images or {})
+            finish_logger(logger)
+        except Exception as err:  # noqa: BLE001 - any logger failure; the results are already written
+            first = (str(err).strip().splitlines() or [""])[0]
+            log.warning("the %s logger failed (%s: %s); the results are in %s", name, type(err).__name__, first,
+                        cfg.paths.output_dir)  # fmt: skip
+            continue
         log.info("logged the run to the %s logger", name)
 
 
+def _logger_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    return [(name, node) for name, node in (cfg.get("logger") or {}).items() if node and "_target_" in node]
+
+
+def build_logger(name: str, logger_cfg: DictConfig, cfg: DictConfig, metrics: dict):
+    """One Lightning logger; a W&B one named, tagged and grouped by `run_identity`, and offline (with a warning)
+    where it could not reach its server."""
+    extra = {}
+    if logger_cfg["_target_"].endswith("WandbLogger"):
+        identity = run_identity(cfg, metrics)
+        extra = {"name": identity["name"], "group": identity["group"], "tags": identity["tags"]}
+        reason = wandb_offline_reason(logger_cfg)
+        if reason:
+            log.warning("W&B: %s; logging offline to %s (upload later with `wandb sync`)", reason,
+                        logger_cfg.get("save_dir"))  # fmt: skip
+            extra["offline"] = True
+    return instantiate(logger_cfg, **extra)
+
+
 def build_loggers(cfg: DictConfig, metrics: dict) -> list[tuple[str, object]]:
-    """The Lightning loggers under `logger`, W&B ones named, tagged and grouped by `run_identity`."""
-    identity = run_identity(cfg, metrics)
-    loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if not logger_cfg or "_target_" not in logger_cfg:
-            continue
-        extra = {}
-        if logger_cfg["_target_"].endswith("WandbLogger"):
-            extra = {"name": identity["name"], "group": identity["group"], "tags": identity["tags"]}
-        loggers.append((name, instantiate(logger_cfg, **extra)))
-    return loggers
+    """The Lightning loggers under `logger`."""
+    return [(name, build_logger(name, node, cfg, metrics)) for name, node in _logger_configs(cfg)]
+
+
+def wandb_offline_reason(logger_cfg) -> str | None:
+    """Why an online W&B run would fail or stall (no API key, no route to the server), or None. Checked in a few
+    seconds, instead of W&B's own minutes-long retries."""
+    if logger_cfg.get("offline") or os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return None
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has(host):
+        return "no API key (run `wandb login` or set WANDB_API_KEY)"
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as err:
+        return f"{host}:{port} cannot be reached ({err})"
+    return None
+
+
+def _netrc_has(host: str) -> bool:
+    import netrc
+
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def finish_logger(logger) -> None:

@@ -1,0 +1,144 @@
+"""The whole config checked before anything loads: set values, strict types, ranges, and a solver dry run.
+
+A config error is one line naming the key and what it accepts (`FewstepError`), raised before data, models or
+Lightning load. Types are taken from the defaults that ship (signatures, GITS_DEFAULTS, conf/task/*.yaml):
+a boolean accepts only true/false, a count only an integer, a real number an int or a float.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fewstep.errors import FewstepError
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes seeds below 2**63; sample seeds are seed + i
+NFE_LIMIT_PER_REFERENCE_STEP = 10  # nfe above 10x the reference solution's step count is surely a typo
+
+
+def missing_values(cfg: DictConfig) -> None:
+    """`???` left in the config (e.g. a checkpoint path): one line naming the key."""
+    missing = sorted(_missing(cfg, ""))
+    if missing:
+        key = missing[0]
+        example = "/path/to/checkpoint" if key.endswith("path") else "VALUE"
+        raise FewstepError(f"{key} must be set (it has no default), e.g. {key}={example}"
+                           + (f"; also unset: {', '.join(missing[1:])}" if len(missing) > 1 else ""))  # fmt: skip
+
+
+def _missing(node, prefix: str) -> list[str]:
+    """Keys set to `???` (not resolving interpolations: some only resolve inside a Hydra job)."""
+    found = []
+    for key in node.keys():
+        full = f"{prefix}{key}"
+        if full == "hydra":
+            continue
+        if OmegaConf.is_missing(node, key):
+            found.append(full)
+        else:
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_interpolation():
+                found += _missing(child, f"{full}.")
+    return found
+
+
+def like(key: str, value, default):
+    """`value` checked against the type of `default`; returns it (ints as ints, reals as floats)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise FewstepError(f"{key} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FewstepError(f"{key} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise FewstepError(f"{key} must be a finite number, got {value!r}")
+        return float(value)
+    return value
+
+
+def integer(key: str, value, low: int, high: int | None = None, why: str = "") -> int:
+    like(key, value, 0)
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise FewstepError(f"{key} must be {bound}{why}, got {value}")
+    return value
+
+
+def options_like(prefix: str, options: dict, defaults: dict) -> dict:
+    """Options typed like the defaults they override (unknown names are the callers' to reject)."""
+    return {k: like(f"{prefix}.{k}", v, defaults[k]) if k in defaults and v is not None and defaults[k] is not None
+            else v for k, v in options.items()}  # fmt: skip
+
+
+def signature_defaults(fn) -> dict:
+    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}  # fmt: skip
+
+
+def task_defaults(name: str) -> dict:
+    path = CONF_DIR / "task" / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path), resolve=False).items()
+            if not (isinstance(v, str) and "${" in v)}  # fmt: skip
+
+
+def check_common(cfg: DictConfig) -> None:
+    """Keys every task has: checked first, before any task-specific work."""
+    missing_values(cfg)
+    task = OmegaConf.to_container(cfg.task, resolve=True)
+    options_like("task", task, task_defaults(str(cfg.task.name)))
+    num_samples = integer("num_samples", cfg.num_samples, 2, why=" (the Fréchet distance needs a covariance)")
+    integer("seed", cfg.seed, 0, MAX_SEED - num_samples, f" so that the {num_samples} seeds stay below 2**63")
+    integer("batch_size", cfg.batch_size, 1)
+    like("denoise_to_zero", cfg.denoise_to_zero, False)
+    for key in ("sigma_min", "sigma_max"):
+        like(f"model.{key}", cfg.model.get(key), 1.0)
+    denoiser = cfg.model.get("denoiser") or {}
+    if "allow_pickle" in denoiser:
+        like("model.denoiser.allow_pickle", denoiser.allow_pickle, False)
+    eval_cfg = cfg.get("eval")
+    if eval_cfg is not None:
+        integer("eval.grid_size", eval_cfg.grid_size, 1, why=" (images in samples.png)")
+        reference = eval_cfg.get("reference")
+        if reference is not None and reference.get("solver"):
+            integer("eval.reference.num_steps", reference.num_steps, 1)
+            like("eval.reference.rho", reference.rho, 1.0)
+
+
+def check_nfe(cfg: DictConfig) -> int:
+    """nfe: a positive integer below a limit no schedule can usefully pass (10x the reference's steps)."""
+    nfe = cfg.nfe
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        raise FewstepError(f"nfe must be a positive integer, got {nfe!r}")
+    reference = cfg.eval.reference
+    limit = NFE_LIMIT_PER_REFERENCE_STEP * int(reference.num_steps)
+    if nfe > limit:
+        raise FewstepError(f"nfe={nfe} is above the limit of {limit} ({NFE_LIMIT_PER_REFERENCE_STEP} x "
+                           f"eval.reference.num_steps={reference.num_steps}): the reference solution would be coarser "
+                           "than the sampler; lower nfe or raise eval.reference.num_steps")  # fmt: skip
+    return nfe
+
+
+def dry_run(spec, options: dict, sigmas: torch.Tensor) -> None:
+    """Run the solver with its options on a toy denoiser, so that a bad option (max_order=9, a wrong type)
+    fails now, not after the data and the model have loaded."""
+    from fewstep.solvers import per_sample_noise
+
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    seeds = torch.zeros(1, dtype=torch.long)
+    noise = {"noise": per_sample_noise(seeds, (1, 2, 2), x.dtype, x.device)} if spec.stochastic else {}
+    try:
+        with torch.no_grad():
+            spec.fn(lambda x, sigma: x * 0.5, x, sigmas, afs=None, **options, **noise)
+    except FewstepError:
+        raise
+    except Exception as err:
+        shown = ", ".join(f"solver.{k}={v!r}" for k, v in options.items()) or "its defaults"
+        raise FewstepError(f"solver={spec.name} fails with {shown}: {type(err).__name__}: {err}") from None
