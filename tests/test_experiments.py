@@ -94,4 +94,4 @@ def test_diffusers_ddpm_model_runs_end_to_end(tmp_path):
     assert "Traceback" not in too_wide.stderr and "accelerate" not in too_wide.stderr
     wrong_data = run_cli(["model=ddpm_cifar10", "dataset=cifar10", f"model.denoiser.path={tmp_path / 'ddpm'}"],
                          tmp_path, env_extra=OFFLINE)  # fmt: skip
-    assert wrong_data.returncode == 2 and "makes 1x8x8 images but dataset 'cifar10' has 3x32x32" in wrong_data.stderr
+    assert wrong_data.returncode == 2 and "makes 1x8x8 images but dataset=cifar10 has 3x32x32" in wrong_data.stderr

@@ -202,7 +202,7 @@ def test_setup_checks_shape_and_sigma_range(make_cfg, tmp_path):
     setup = build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits", "model.sigma_min=0.01",
                                  "model.sigma_max=20", "solver=dpm", "nfe=5"))  # fmt: skip
     assert setup.shape == (1, 8, 8) and setup.model_identity["weights"]
-    with pytest.raises(FewstepError, match="makes 1x8x8 images but dataset 'mnist5k' has 1x28x28"):
+    with pytest.raises(FewstepError, match="makes 1x8x8 images but dataset=mnist5k has 1x28x28"):
         build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "model.sigma_min=0.01", "model.sigma_max=20"))
 
 

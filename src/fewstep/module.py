@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.errors import NonFiniteError
 from fewstep.metrics.quantize import quantize
-from fewstep.models.denoiser import CountingDenoiser, decode, for_seeds
+from fewstep.models.denoiser import CountingDenoiser, bind_seeds, decode
 from fewstep.schedules.gits import cost_sums, teacher_trajectory
 from fewstep.utils.logging import info
 from fewstep.utils.runtime import quiet_lightning
@@ -96,7 +96,7 @@ class SamplingModule(SeedShardedModule):
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> dict:
         x = self.noise(seeds, float(self.sigmas[0]))
-        counter = CountingDenoiser(for_seeds(self.denoiser, seeds))
+        counter = CountingDenoiser(bind_seeds(self.denoiser, seeds, x.device))
         afs = self.afs.to(self.device) if isinstance(self.afs, torch.nn.Module) else self.afs
         options = dict(self.solver_options)
         if self.stochastic:  # step noise from per-seed generators too: samples do not depend on the batching
@@ -107,21 +107,27 @@ class SamplingModule(SeedShardedModule):
         samples = self.solver(counter, x, self.sigmas, afs=afs, **options)
         seconds = time.perf_counter() - start
         self.solver_seconds += seconds
-        _check_finite(samples, seeds, self.description, "the denoiser returned NaN/inf; check the model and its sigma range "
-                      "(model.sigma_min / model.sigma_max)")  # fmt: skip
+        _check_finite(samples, seeds, self.description, NAN_SAMPLES_CAUSE)
         self.nfe_per_batch.append(counter.calls)
         if getattr(self.denoiser, "decode", None) is None:
             return {"seeds": seeds, "samples": samples, "seconds": seconds}
         images = decode(self.denoiser, samples)
-        _check_finite(images, seeds, self.description, "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)")
+        _check_finite(images, seeds, self.description, NAN_DECODE_CAUSE)
         return {"seeds": seeds, "samples": quantize(images), "seconds": seconds}  # stored as PNG-like bytes: 4x smaller
+
+
+NAN_SAMPLES_CAUSE = (
+    "the denoiser returned NaN/inf; check the model and its sigma range (model.sigma_min / model.sigma_max)"
+)
+NAN_DECODE_CAUSE = "the VAE decoder returned NaN/inf (a float16 VAE overflowing? try dtype float32)"
 
 
 def _check_finite(samples: torch.Tensor, seeds: torch.Tensor, stage: str, why: str) -> None:
     if not torch.isfinite(samples).all():
         bad = seeds[~torch.isfinite(samples.flatten(1)).all(dim=1).cpu()].tolist()
-        raise NonFiniteError(f"{stage}: non-finite samples for {len(bad)} of seeds {seeds[0].item()}..{seeds[-1].item()} "
-                             f"(first: {bad[:3]}): {why}; nothing of this batch was written")  # fmt: skip
+        span = f"{seeds[0].item()}..{seeds[-1].item()}"
+        raise NonFiniteError(f"{stage}: non-finite samples for {len(bad)} of seeds {span} (first: {bad[:3]}): {why}; "
+                             "nothing of this batch was written")  # fmt: skip
 
 
 def total_seconds(trainer, module: SamplingModule) -> float:
@@ -167,7 +173,7 @@ class WarmupModule(SeedShardedModule):
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
         x = self.noise(seeds, float(self.grid[0]))
-        denoiser = for_seeds(self.denoiser, seeds)
+        denoiser = bind_seeds(self.denoiser, seeds, x.device)
         states, slopes = teacher_trajectory(self.teacher, denoiser, x, self.grid, **self.teacher_options)
         sums = cost_sums(states, slopes, self.grid, self.metric)
         if not torch.isfinite(sums).all():

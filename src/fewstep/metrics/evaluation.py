@@ -147,11 +147,15 @@ def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Published statistics (EDM / GITS / pytorch-fid npz with `mu` and `sigma`), checked: shapes and finite."""
     try:
         with np.load(path) as data:
+            absent = [name for name in ("mu", "sigma") if name not in data.files]
+            if absent:
+                raise FewstepError(f"eval.reference_stats {path} has arrays {sorted(data.files)}, but not "
+                                   f"{' and '.join(absent)} (a statistics npz holds mu and sigma)")  # fmt: skip
             mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
     except FileNotFoundError as err:
         raise FewstepError(f"eval.reference_stats: no file {path}") from err
-    except KeyError as err:
-        raise FewstepError(f"eval.reference_stats {path} lacks the array {err.args[0]!r} (needs mu and sigma)") from err
+    except FewstepError:
+        raise
     except (OSError, ValueError) as err:
         raise FewstepError(f"eval.reference_stats {path} is not a readable npz file ({err})") from err
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
@@ -182,7 +186,7 @@ def prepare_features(settings: EvalSettings, dataset) -> Prepared:
         log.warning("dataset %s has no images here and eval.reference_stats is not set: no FD/FID, only the "
                     "truncation error is measured", dataset.name)  # fmt: skip
         return Prepared(None, None)
-    features = build_features(settings.features, dataset.name, settings.features_path)
+    features = build_features(settings.features, dataset.name, settings.features_path, settings.features_allow_code)
     published = None
     if settings.reference_stats:
         published = load_statistics(settings.reference_stats)

@@ -57,7 +57,7 @@ class LeNetFeatures(nn.Module):
         return self.net.features(images)
 
 
-def build_features(name: str, dataset: str, path: str | None = None) -> nn.Module:
+def build_features(name: str, dataset: str, path: str | None = None, allow_code: bool = False) -> nn.Module:
     """`auto` is LeNet where fewstep ships weights for the dataset (mnist5k, digits), else pixels."""
     if name == "auto":
         name = "lenet" if (path or (WEIGHTS_DIR / f"lenet_{dataset}.pt").is_file()) else "pixels"
@@ -68,7 +68,7 @@ def build_features(name: str, dataset: str, path: str | None = None) -> nn.Modul
     if name == "inception":
         from fewstep.metrics.inception import InceptionFeatures
 
-        return InceptionFeatures(path)
+        return InceptionFeatures(path, allow_code)
     if name == "inception_fidelity":
         from fewstep.metrics.inception import FidelityInceptionFeatures
 

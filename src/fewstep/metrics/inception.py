@@ -63,11 +63,19 @@ def prepare(images: torch.Tensor) -> torch.Tensor:
 class InceptionFeatures(nn.Module):
     dim, name = 2048, "inception"
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, allow_code: bool = False):
+        """`path`: a TorchScript Inception; one other than the shipped `default_1.pt` runs code when loaded (like a
+        pickle) and needs `allow_code` (eval.features.allow_code=true)."""
         super().__init__()
-        path = Path(path) if path else default_weights()
+        shipped = default_weights()
+        path = Path(path) if path else shipped
         if path is None or not path.is_file():
             raise missing_weights_error()
+        if not allow_code and (shipped is None or path.resolve() != shipped.resolve()):
+            raise FewstepError(
+                f"eval.features.path={path} is a TorchScript file, which runs code when loaded (like a pickle); "
+                "add eval.features.allow_code=true if you trust it (the shipped default_1.pt needs no opt-in)"
+            )
         try:
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as err:

@@ -11,6 +11,7 @@ class EvalSettings:
 
     features: str = "auto"
     features_path: str | None = None
+    features_allow_code: bool = False  # a TorchScript path outside the shipped weights runs code: opt-in
     reference_stats: str | None = None
     bootstrap: int = 25  # rounds for fid_std; 0: none
     kid_subsets: int = 100

@@ -165,12 +165,28 @@ def _load(cls, folder: Path, dtype: torch.dtype, what: str):
         else:
             model = cls.from_pretrained(folder).to(dtype)
     except Exception as err:  # diffusers/transformers/safetensors raise OSError, ValueError, RuntimeError, ...
+        if _refused_code(err):
+            raise FewstepError(
+                f"{what}: {weights} holds pickled code, which fewstep does not run (.bin files are read with "
+                "weights_only=True); use the safetensors weights of a source you trust"
+            ) from None
         raise FewstepError(
             f"{what}: could not load the weights {weights} ({type(err).__name__}: {err}). The file looks damaged or "
             "truncated (an interrupted download or copy?): re-download it (`hf download REPO --local-dir DIR`) or "
             "re-save the model with save_pretrained"
         ) from err
     return model.eval().requires_grad_(False)
+
+
+def _refused_code(err: BaseException) -> bool:
+    """torch.load(weights_only=True) refused a pickle that needs code (possibly wrapped by diffusers)."""
+    import pickle
+
+    while err is not None:
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower().replace(" ", "_"):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _config(folder: Path, what: str) -> dict:

@@ -12,6 +12,8 @@ class GaussianDenoiser(nn.Module):
     `mean` and `std` have the shape of one sample (C, H, W) or broadcast to it.
     """
 
+    rows_independent = True  # each row's result does not depend on the other rows (see models.denoiser)
+
     def __init__(self, mean: torch.Tensor | float = 0.0, std: torch.Tensor | float = 1.0):
         super().__init__()
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float64))

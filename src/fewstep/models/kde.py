@@ -29,6 +29,8 @@ class KDEDenoiser(nn.Module):
     over i), which keeps float32 logits accurate down to sigma = 0.002.
     """
 
+    rows_independent = True  # each row's result does not depend on the other rows (see models.denoiser)
+
     def __init__(self, data: torch.Tensor, chunk_size: int = 2048, dtype: str | torch.dtype = "float32"):
         super().__init__()
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype

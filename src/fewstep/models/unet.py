@@ -152,10 +152,17 @@ def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
     blob = read_checkpoint(path, map_location)
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
         raise FewstepError(
-            f"{path} is not a fewstep U-Net checkpoint (expected format {CHECKPOINT_FORMAT!r}); for diffusers "
-            "folders use model=diffusers_unet, for EDM pickles model=edm_pickle"
+            f"{path} is not a fewstep U-Net checkpoint (expected format {CHECKPOINT_FORMAT!r}); for a diffusers "
+            "UNet2DModel folder use model=ddpm_cifar10 model.denoiser.path=DIR (and its sigma range), for EDM "
+            "pickles model=edm_pickle"
         )
-    model = build_unet(blob["config"])
+    try:
+        model = build_unet(blob["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise FewstepError(
+            f"{path}: its config lacks or mangles {err} (needs in_channels, channels, ...); the checkpoint was not "
+            "written by task=train, or was edited: re-train it"
+        ) from None
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as err:

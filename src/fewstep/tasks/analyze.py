@@ -26,10 +26,10 @@ from fewstep.geometry import (
     turning_angles,
 )
 from fewstep.models import KDEDenoiser
-from fewstep.models.denoiser import for_seeds
+from fewstep.models.denoiser import bind_seeds
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import build_dataset, build_denoiser, check_sigma_range, sample_shape
+from fewstep.tasks.setup import build_dataset, build_denoiser, check_sigma_range, choice, sample_shape
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.storage import atomic_save_json
 
@@ -106,8 +106,8 @@ def analyze(cfg) -> dict:
     task = cfg.task
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
-    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), cfg.model.name)
-    shape = sample_shape(denoiser, dataset, cfg.model.name)
+    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), choice(cfg, "model"))
+    shape = sample_shape(denoiser, dataset, choice(cfg, "model"), choice(cfg, "dataset"))
     # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
     optimal = None
     if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
@@ -125,7 +125,7 @@ def analyze(cfg) -> dict:
         nonlocal first
         for chunk in seeds.split(int(cfg.batch_size)):
             x = seeded_noise(chunk, shape) * float(sigmas[0])
-            bound = for_seeds(denoiser, chunk)
+            bound = bind_seeds(denoiser, chunk, x.device)
             with torch.no_grad():
                 batch = record_trajectories(spec.fn, bound, x, sigmas, seeds=chunk)
                 parts.append(_per_sample(batch, bound, optimal, shape))

@@ -92,6 +92,7 @@ def task_defaults(name: str) -> dict:
 def check_common(cfg: DictConfig) -> None:
     """Keys every task has: checked first, before any task-specific work."""
     missing_values(cfg)
+    writable("paths.cache_dir", cfg.paths.cache_dir)
     task = OmegaConf.to_container(cfg.task, resolve=True)
     options_like("task", task, task_defaults(str(cfg.task.name)))
     num_samples = integer("num_samples", cfg.num_samples, 2, why=" (the Fréchet distance needs a covariance)")
@@ -110,6 +111,20 @@ def check_common(cfg: DictConfig) -> None:
         if reference is not None and reference.get("solver"):
             integer("eval.reference.num_steps", reference.num_steps, 1)
             like("eval.reference.rho", reference.rho, 1.0)
+
+
+def writable(key: str, folder) -> None:
+    """A folder the run will write to: creatable and writable now, not after the sampling."""
+    import os
+
+    path = Path(str(folder))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".fewstep-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise FewstepError(f"{key}={path} cannot be written ({err.strerror}); set {key} to a writable folder") from None
 
 
 def check_nfe(cfg: DictConfig) -> int:

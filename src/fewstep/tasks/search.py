@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from fewstep.errors import FewstepError, NonFiniteError
-from fewstep.models.denoiser import for_seeds
+from fewstep.models.denoiser import bind_seeds
 from fewstep.schedules import SCHEDULES, make_schedule
 from fewstep.schedules.gits import METRICS, best_path, dynamic_programming
 from fewstep.solvers import StepPlan, check_options, get_solver
-from fewstep.utils.logging import info
 from fewstep.utils.cache import finite, load_json, load_torch, read_entry, require, write_json, write_torch
+from fewstep.utils.logging import info
 from fewstep.utils.storage import atomic_save_json, content_key
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def insert_afs_step(path: list[int], grid: torch.Tensor, setup, settings: dict, 
     seeds = torch.arange(first, first + min(int(settings["afs_batch"]), int(settings["num_warmup"])))
     x = seeded_noise(seeds, setup.shape).to(_device_of(setup.denoiser)) * float(grid[0])
     afs = setup.afs_prior.to(x.device) if isinstance(setup.afs_prior, torch.nn.Module) else setup.afs_prior
-    denoiser = for_seeds(setup.denoiser, seeds)
+    denoiser = bind_seeds(setup.denoiser, seeds, x.device)
     with torch.no_grad():
         target = teacher_spec.fn(denoiser, x, grid, **teacher_options)
         distances = {}
@@ -129,8 +129,9 @@ def _check_schedule(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float
         indices, sigmas = record.get("indices"), record.get("sigmas")
         require(isinstance(indices, list) and all(type(i) is int for i in indices), "no grid indices")
         require(len(indices) == num_steps + 1, f"{len(indices) - 1} steps, expected {num_steps}")
-        require(indices[0] == 0 and all(a < b for a, b in zip(indices, indices[1:], strict=False))
-                and indices[-1] <= len(grid) - 1, f"indices {indices} are not a path on a {len(grid)}-point grid")  # fmt: skip
+        increasing = all(a < b for a, b in zip(indices, indices[1:], strict=False))
+        on_grid = indices[0] == 0 and increasing and indices[-1] <= len(grid) - 1
+        require(on_grid, f"indices {indices} are not a path on a {len(grid)}-point grid")
         require(isinstance(sigmas, list) and len(sigmas) == len(indices) and finite(sigmas), "sigmas not finite")
         values = torch.tensor(sigmas, dtype=torch.float64)
         require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
@@ -191,8 +192,9 @@ def warmup_cost(trainer, setup, settings, grid, teacher_spec, teacher_options, b
     total, count = module.reduced()
     cost = total / count
     if not finite(cost):  # another rank's seeds (each rank checks its own batches as it goes)
-        raise NonFiniteError(f"GITS warm-up: {int((~torch.isfinite(cost)).sum())} non-finite entries in the cost "
-                             f"matrix (seeds {seeds[0]}..{seeds[-1]}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
+        bad = int((~torch.isfinite(cost)).sum())
+        raise NonFiniteError(f"GITS warm-up: {bad} non-finite entries in the cost matrix (seeds {seeds[0]}.."
+                             f"{seeds[-1]}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
     if trainer.is_global_zero:
         write_torch(cost_path, {"cost": cost, "count": count, "grid": grid, "settings": settings})
     return cost, count

@@ -77,11 +77,24 @@ def build_denoiser(cfg: DictConfig, dataset: ImageDataset):
     if "data" not in inspect.signature(target).parameters:
         return instantiate_checked(cfg.model.denoiser)
     if not len(dataset.images):
-        raise FewstepError(f"model={cfg.model.name} is built from the data, but dataset {dataset.name!r} has no images")
+        raise FewstepError(f"model={choice(cfg, 'model')} is built from the data, but dataset="
+                           f"{choice(cfg, 'dataset')} has no images")  # fmt: skip
     return instantiate_checked(cfg.model.denoiser, data=dataset.images)
 
 
-def sample_shape(denoiser, dataset: ImageDataset, model_name: str) -> tuple[int, ...]:
+def choice(cfg: DictConfig, group: str) -> str:
+    """The option of a config group as the user picks it (`model=unet_mnist5k`): what a hint must name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        picked = HydraConfig.get().runtime.choices.get(group)
+        if picked:
+            return str(picked)
+    node = cfg.get(group)
+    return str(node.get("name", "?")) if isinstance(node, DictConfig) else "?"
+
+
+def sample_shape(denoiser, dataset: ImageDataset, model_name: str, dataset_choice: str) -> tuple[int, ...]:
     """What the solver integrates. A network declares the `image_shape` it makes (checked against the dataset's,
     unless the dataset declares none) and a latent model also its `sample_shape`; closed-form models sample in
     the dataset's shape."""
@@ -90,14 +103,14 @@ def sample_shape(denoiser, dataset: ImageDataset, model_name: str) -> tuple[int,
         image_shape = tuple(int(d) for d in image_shape)
         if dataset.shape and image_shape != dataset.shape:
             raise FewstepError(
-                f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset {dataset.name!r} has "
+                f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset={dataset_choice} has "
                 f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on (or dataset=none)"
             )
     declared = getattr(denoiser, "sample_shape", None)
     if declared is not None:
         return tuple(int(d) for d in declared)
     if image_shape is None and not dataset.shape:
-        raise FewstepError(f"dataset={dataset.name} gives no image shape and model={model_name} declares none")
+        raise FewstepError(f"dataset={dataset_choice} gives no image shape and model={model_name} declares none")
     return image_shape or dataset.shape
 
 
@@ -191,6 +204,8 @@ def check_run(cfg: DictConfig) -> None:
 
 def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
     """`eval` as plain values, checked before anything is loaded."""
+    from fewstep.tasks.checks import like
+
     def count(key: str, low: int) -> int:
         value = eval_cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -204,6 +219,7 @@ def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
     return EvalSettings(
         features=str(features.name),
         features_path=features.get("path"),
+        features_allow_code=like("eval.features.allow_code", features.get("allow_code", False), False),
         reference_stats=eval_cfg.get("reference_stats"),
         bootstrap=count("bootstrap", 0),
         kid_subsets=count("kid_subsets", 1),
@@ -215,10 +231,14 @@ def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
 def model_identity(cfg: DictConfig, dataset: ImageDataset, denoiser=None) -> dict:
     """What caches of model outputs are keyed by: data, model (its config and, for a network, its weights), and
     the numerics that change the outputs."""
+    from fewstep.models.denoiser import ROW_BLOCK
+
+    weights = weights_fingerprint(denoiser)
     return {
         "dataset": dataset.fingerprint(),
         "model": container(cfg.model),
-        "weights": weights_fingerprint(denoiser),
+        "weights": weights,
+        **({"row_block": ROW_BLOCK} if weights is not None else {}),  # how a network is evaluated (bind_seeds)
         "precision": str(cfg.trainer.get("precision")),
         "accelerator": str(cfg.trainer.get("accelerator")),
     }
@@ -269,8 +289,9 @@ def build_setup(cfg: DictConfig) -> SamplingSetup:
     dry_run(spec, options, sigmas if sigmas is not None else _stand_in_sigmas(plan, cfg))
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
-    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), cfg.model.name)
-    shape = sample_shape(denoiser, dataset, cfg.model.name)
+    model_choice = choice(cfg, "model")
+    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), model_choice)
+    shape = sample_shape(denoiser, dataset, model_choice, choice(cfg, "dataset"))
     afs_prior = None
     if plan.afs:
         afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))

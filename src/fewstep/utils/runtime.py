@@ -48,11 +48,15 @@ def os_error_line(err: OSError) -> str:
 
     where = err.filename or "a file"
     if err.errno == errno.ENOSPC:
-        return (f"no space left on the device writing {where}; free space, or point paths.cache_dir / "
-                "hydra.run.dir to another disk (finished shards are kept: re-run the same command to resume)")
+        return (
+            f"no space left on the device writing {where}; free space, or point paths.cache_dir / "
+            "hydra.run.dir to another disk (finished shards are kept: re-run the same command to resume)"
+        )
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-        return (f"cannot write {where} ({err.strerror}); set paths.cache_dir=... (caches) or hydra.run.dir=... "
-                "(this run's outputs) to a writable folder")
+        return (
+            f"cannot write {where} ({err.strerror}); set paths.cache_dir=... (caches) or hydra.run.dir=... "
+            "(this run's outputs) to a writable folder"
+        )
     return f"{err.strerror or type(err).__name__}: {where}"
 
 
