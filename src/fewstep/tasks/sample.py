@@ -102,8 +102,8 @@ def reference_module(setup: SamplingSetup, sigmas, reference: dict, seeds, batch
 def sample(cfg: DictConfig) -> dict | None:
     started = time.perf_counter()
     run_dir, cache_dir = Path(cfg.paths.output_dir), Path(cfg.paths.cache_dir)
-    setup = build_setup(cfg)
     settings = eval_settings(cfg.eval)
+    setup = build_setup(cfg)
     baseline = baseline_sigmas(cfg, setup)
     seeds = list(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     batch_size = int(cfg.batch_size)

@@ -86,6 +86,8 @@ def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = Non
             _log_extras(logger, metrics, images or {})
             finish_logger(logger)
         except Exception as err:  # noqa: BLE001 - any logger failure; the results are already written
+            while err.__cause__ is not None:  # hydra's instantiate wraps the logger's own error
+                err = err.__cause__
             first = (str(err).strip().splitlines() or [""])[0]
             log.warning("the %s logger failed (%s: %s); the results are in %s", name, type(err).__name__, first,
                         cfg.paths.output_dir)  # fmt: skip

@@ -42,6 +42,29 @@ def stop_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
+def run_reporting_errors(cfg):
+    """`fewstep.run(cfg)` as the command line runs it: SIGTERM/SIGINT stop it, and every error a user can cause or
+    fix (bad config, non-finite results, a full disk, an unwritable folder, a stop request) is one line on stderr
+    and an exit status (2: fix the input, 1: the machine, 128 + signal: stopped)."""
+    import sys
+
+    from fewstep import run
+    from fewstep.errors import FewstepError, RunInterrupted
+
+    stop_on_signals()
+    try:
+        return run(cfg)
+    except FewstepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except RunInterrupted as err:
+        print(f"stopped by {err}: finished batches are kept; re-run the same command to resume", file=sys.stderr)
+        sys.exit(128 + err.signum)
+    except OSError as err:
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
 def os_error_line(err: OSError) -> str:
     """One line for a failed write or read: what, where, and which setting moves it."""
     import errno
