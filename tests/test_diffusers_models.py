@@ -279,6 +279,14 @@ def test_corrupt_weights_missing_path_and_offline_hub_id(tmp_path):
     with pytest.raises(FewstepError, match=r"diffusion_pytorch_model\.bin.*damaged"):
         load_unet2d(str(binary))
 
+    class Code:  # what a malicious .bin carries: a pickle that calls a function when loaded
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"conv_in.weight": Code()}, binary / "unet" / "diffusion_pytorch_model.bin")
+    with pytest.raises(FewstepError, match=r"diffusion_pytorch_model\.bin holds pickled code, which fewstep does not"):
+        load_unet2d(str(binary))
+
     (binary / "unet" / "diffusion_pytorch_model.bin").unlink()
     with pytest.raises(FewstepError, match="no weight file"):
         load_unet2d(str(binary))

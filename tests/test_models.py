@@ -150,6 +150,11 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path):
     with pytest.raises(FewstepError, match="pickled code"):
         load_unet(code)
 
+    edited = tmp_path / "edited.pt"
+    torch.save(checkpoint(build_unet(TINY), {k: v for k, v in TINY.items() if k != "in_channels"}), edited)
+    with pytest.raises(FewstepError, match="its config lacks or mangles 'in_channels'"):
+        load_unet(edited)
+
     wrong = tmp_path / "wrong.pt"
     torch.save({"state_dict": {}}, wrong)
     with pytest.raises(FewstepError, match="not a fewstep U-Net checkpoint"):

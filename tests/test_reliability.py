@@ -83,7 +83,10 @@ def test_command_line_errors_are_one_line(tmp_path):
         (["num_samples=abc", run_dir, cache_dir], "error: num_samples must be an integer, got 'abc'"),
         (["model=edm_pickle", run_dir, cache_dir], "error: model.denoiser.path must be set"),
         ([f"paths.cache_dir={blocker}/cache", run_dir], f"error: paths.cache_dir={blocker}/cache cannot be written"),
-        ([f"hydra.run.dir={blocker}/run"], f"error: hydra.run.dir={blocker}/run cannot be written (Not a directory)"),
+        (
+            [f"hydra.run.dir={blocker}/run"],
+            f"error: hydra.run.dir={blocker}/run cannot be written (Not a directory); set hydra.run.dir",
+        ),
     ]
     for args, line in cases:
         done = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=ROOT, capture_output=True,
@@ -374,6 +377,16 @@ def test_non_finite_samples_fail_and_write_no_shard(make_cfg, tmp_path, nan_mode
                        r"of seeds 0\.\.7"):  # fmt: skip
         run(make_cfg(*QUICK))
     assert not list((tmp_path / "cache").glob("samples/*/*.pt"))
+
+
+def test_a_non_finite_metric_is_an_error_and_writes_nothing(make_cfg, tmp_path, monkeypatch):
+    import fewstep.metrics.evaluation as evaluation
+
+    score = evaluation.evaluate
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a, **k: {**(score(*a, **k) or {}), "fid": float("nan")})
+    with pytest.raises(NonFiniteError, match="evaluation: non-finite fid for seeds 0..23"):
+        run(make_cfg(*QUICK))
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from torch import nn
 from fewstep.errors import FewstepError
 from fewstep.models.hub import resolve_pretrained
 from fewstep.models.vp import VPDiscreteDenoiser
+from fewstep.utils.storage import refused_pickled_code
 
 _INSTALL = "pip install 'fewstep[models]'"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -165,7 +166,7 @@ def _load(cls, folder: Path, dtype: torch.dtype, what: str):
         else:
             model = cls.from_pretrained(folder).to(dtype)
     except Exception as err:  # diffusers/transformers/safetensors raise OSError, ValueError, RuntimeError, ...
-        if _refused_code(err):
+        if refused_pickled_code(err):
             raise FewstepError(
                 f"{what}: {weights} holds pickled code, which fewstep does not run (.bin files are read with "
                 "weights_only=True); use the safetensors weights of a source you trust"
@@ -176,17 +177,6 @@ def _load(cls, folder: Path, dtype: torch.dtype, what: str):
             "re-save the model with save_pretrained"
         ) from err
     return model.eval().requires_grad_(False)
-
-
-def _refused_code(err: BaseException) -> bool:
-    """torch.load(weights_only=True) refused a pickle that needs code (possibly wrapped by diffusers)."""
-    import pickle
-
-    while err is not None:
-        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower().replace(" ", "_"):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
 
 
 def _config(folder: Path, what: str) -> dict:

@@ -177,6 +177,14 @@ def read_checkpoint(path: Path, map_location: str = "cpu"):
     except FileNotFoundError as err:
         raise FewstepError(f"checkpoint {path} does not exist") from err
     except Exception as err:  # truncated zip, garbage bytes, or a pickle that needs code (weights_only refuses)
+        from fewstep.utils.storage import refused_pickled_code
+
+        if refused_pickled_code(err):
+            raise FewstepError(
+                f"checkpoint {path} holds pickled code, which fewstep does not run (weights are read with "
+                "weights_only=True). EDM .pkl files: model=edm_pickle with model.denoiser.allow_pickle=true, only "
+                "for files you trust"
+            ) from None
         raise FewstepError(
             f"checkpoint {path} could not be read as weights ({type(err).__name__}: {str(err).splitlines()[0]}). "
             "It is damaged (re-download or re-train it) or holds pickled code, which fewstep does not run "

@@ -124,7 +124,9 @@ def writable(key: str, folder) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise FewstepError(f"{key}={path} cannot be written ({err.strerror}); set {key} to a writable folder") from None
+        raise FewstepError(
+            f"{key}={folder} cannot be written ({err.strerror}); set {key} to a writable folder"
+        ) from None
 
 
 def check_nfe(cfg: DictConfig) -> int:

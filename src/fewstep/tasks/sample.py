@@ -3,13 +3,14 @@ then measure truncation error, FID/KID with their spread, and the distance to th
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fewstep.errors import FewstepError
+from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
 from fewstep.tasks.setup import (
@@ -159,6 +160,12 @@ def sample(cfg: DictConfig) -> dict | None:
         "sampling_seconds": sampling_seconds,
         "world_size": trainer.world_size,
     }
+    not_finite = sorted(k for k, v in evaluation.items() if isinstance(v, float) and not math.isfinite(v)
+                        and not k.endswith("_std"))  # fmt: skip
+    if not_finite:  # nothing is written: a NaN must never reach metrics.json, a table or a logger
+        raise NonFiniteError(f"evaluation: non-finite {', '.join(not_finite)} for seeds {seeds[0]}..{seeds[-1]}; the "
+                             "samples are finite, so the statistics are degenerate (too few samples for the feature "
+                             "dimension?) or eval.reference_stats is broken")  # fmt: skip
     if baseline is not None:
         metrics["baseline_schedule"], metrics["baseline_sigmas"] = baseline[0], baseline[1].tolist()
     if reference is not None:

@@ -101,17 +101,15 @@ class RunDirCheck(_hydra_callback()):
 
 
 def _check_dir(path: str, key: str) -> None:
-    import os
     import sys
-    from pathlib import Path
+
+    from fewstep.errors import FewstepError
+    from fewstep.tasks.checks import writable
 
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        probe = Path(path) / f".fewstep-write-check-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        print(f"error: {key}={path} cannot be written ({err.strerror}); choose a writable folder", file=sys.stderr)
+        writable(key, path)
+    except FewstepError as err:
+        print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 
 

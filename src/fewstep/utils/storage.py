@@ -61,3 +61,14 @@ def tensor_fingerprint(tensor: torch.Tensor, length: int = 16) -> str:
     h = hashlib.sha256(f"{shape}|{t.dtype}".encode())
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:length]
+
+
+def refused_pickled_code(err: BaseException | None) -> bool:
+    """Whether torch.load(weights_only=True) refused a pickle that needs code (possibly wrapped by a loader), as
+    opposed to a damaged file."""
+    while err is not None:
+        text = str(err).lower()
+        if "weights only load failed" in text and ("global" in text or "blocked" in text):  # not a garbage file
+            return True
+        err = err.__cause__ or err.__context__
+    return False
