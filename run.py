@@ -3,14 +3,15 @@
 import hydra
 from omegaconf import DictConfig
 
-from fewstep.utils.runtime import register_resolvers
+from fewstep.command import register_resolvers
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from fewstep.utils.runtime import print_run_dir, quiet_lightning, run_reporting_errors
+    from fewstep.command import print_run_dir, run_reporting_errors
+    from fewstep.utils.runtime import quiet_lightning
 
     quiet_lightning()
     metrics = run_reporting_errors(cfg)

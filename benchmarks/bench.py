@@ -36,7 +36,7 @@ import torch
 from fewstep.data import mnist5k, seed_range, seeded_noise
 from fewstep.models import KDEDenoiser
 from fewstep.schedules import polynomial
-from fewstep.solvers import SOLVERS, make_afs_prior, plan_steps
+from fewstep.solvers import SOLVERS, Sampler, make_afs_prior, plan_steps
 
 DETERMINISTIC = {name: spec for name, spec in SOLVERS.items() if not spec.stochastic}
 
@@ -117,7 +117,9 @@ def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
 
     def with_lightning(folder=[0]):  # noqa: B006 - a fresh store each call, so nothing is resumed
         folder[0] += 1
-        module = SamplingModule(denoiser, spec.fn, sigmas, data.shape, seeds, ShardStore(f"{tmp}/{folder[0]}"), batch)
+        module = SamplingModule(
+            denoiser, Sampler(spec, sigmas), data.shape, seeds, ShardStore(f"{tmp}/{folder[0]}"), batch
+        )
         trainer = L.Trainer(
             accelerator="cpu",
             devices=1,
@@ -138,27 +140,27 @@ def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
     print(f"| {t_bare:.3f} | {t_lightning:.3f} | {t_lightning / t_bare:.3f} |")
 
 
-def gits_timings(denoiser, data, batch: int, settings: dict) -> torch.Tensor:
-    from fewstep.schedules.gits import cost_sums, dynamic_programming, teacher_trajectory
-    from fewstep.tasks.search import base_grid, teacher
+def gits_timings(denoiser, data, batch: int, settings) -> torch.Tensor:
+    from fewstep.schedules.gits import base_grid, cost_sums, dynamic_programming, teacher, teacher_trajectory
 
     grid = base_grid(settings, 0.002, 80.0)
-    spec, options = teacher(settings)
-    seeds = seed_range(settings["warmup_seed"], settings["num_warmup"])
+    teacher_sampler = teacher(settings, grid)
+    seeds = seed_range(settings.warmup_seed, settings.num_warmup)
     t_warmup = t_cost = 0.0
     total = torch.zeros(len(grid), len(grid), dtype=torch.float64)
     for start in range(0, len(seeds), batch):
-        x = seeded_noise(torch.tensor(seeds[start : start + batch]), data.shape) * 80.0
+        chunk = torch.tensor(seeds[start : start + batch])
+        x = seeded_noise(chunk, data.shape) * 80.0
         t0 = time.perf_counter()
-        states, slopes = teacher_trajectory(spec.fn, denoiser, x, grid, **options)
+        states, slopes = teacher_trajectory(teacher_sampler.as_solver(chunk), denoiser, x, grid)
         t1 = time.perf_counter()
-        total += cost_sums(states, slopes, grid, settings["metric"])
+        total += cost_sums(states, slopes, grid, settings.metric)
         t_warmup, t_cost = t_warmup + t1 - t0, t_cost + time.perf_counter() - t1
     cost = total / len(seeds)
-    t_dp = median_seconds(lambda: dynamic_programming(cost, settings["coeff"], 10), 20)
+    t_dp = median_seconds(lambda: dynamic_programming(cost, settings.coeff, 10), 20)
     print(
-        f"\n## GITS at reference settings ({len(seeds)} warm-up, grid {len(grid)}, teacher {spec.name}, "
-        f"metric {settings['metric']}, batch {batch})\n"
+        f"\n## GITS at reference settings ({len(seeds)} warm-up, grid {len(grid)}, teacher {teacher_sampler.name}, "
+        f"metric {settings.metric}, batch {batch})\n"
     )
     print("| warm-up trajectories s | cost matrix s | DP (grid 61, 10 steps) ms |")
     print("|---|---|---|")
@@ -166,23 +168,15 @@ def gits_timings(denoiser, data, batch: int, settings: dict) -> torch.Tensor:
     return cost
 
 
-def gits_sigmas(cost: torch.Tensor, settings: dict, spec, plan, data, denoiser, afs) -> torch.Tensor:
+def gits_sigmas(cost: torch.Tensor, settings, spec, plan, data, denoiser, afs) -> torch.Tensor:
     """The GITS schedule for `plan` from a cost matrix, with the reference code's AFS insertion."""
-    from types import SimpleNamespace
-
-    from fewstep.tasks.search import base_grid, insert_afs_step, search_path, teacher
+    from fewstep.schedules.gits import afs_insertion, base_grid, search_path, teacher
 
     grid = base_grid(settings, 0.002, 80.0)
-    teacher_spec, teacher_options = teacher(settings)
-    setup = SimpleNamespace(dataset=data, shape=data.shape, denoiser=denoiser, spec=spec, solver_options={},
-                            afs_prior=afs)  # fmt: skip
-    path, _, _ = search_path(
-        cost,
-        settings,
-        plan.num_steps,
-        plan.afs and settings["afs_insert"],
-        lambda p: insert_afs_step(p, grid, setup, settings, teacher_spec, teacher_options),
-    )
+    seeds = seed_range(settings.warmup_seed, min(settings.afs_batch, settings.num_warmup))
+    pick = afs_insertion(denoiser, data.shape, Sampler(spec, grid, {}, afs), seeds)
+    afs_step = (lambda path: pick(path, grid, teacher(settings, grid))) if plan.afs and settings.afs_insert else None
+    path, _, _ = search_path(cost, settings.coeff, plan.num_steps, afs_step)
     return grid[path]
 
 
@@ -322,8 +316,10 @@ def determinism(data, num_samples: int = 256) -> None:
     rows = [(k, abs(two[k] - v) / max(abs(v), 1e-300)) for k, v in one.items()
             if isinstance(v, float) and k != "sampling_seconds"]  # fmt: skip
     rows.sort(key=lambda kv: -kv[1])
-    print(f"\nThe default job ({num_samples} samples, GITS warm-up included), 2 processes (`trainer=ddp`) against 1: "
-          "relative difference of each metric, largest first.\n")
+    print(
+        f"\nThe default job ({num_samples} samples, GITS warm-up included), 2 processes (`trainer=ddp`) against 1: "
+        "relative difference of each metric, largest first.\n"
+    )
     print("| metric | relative difference |")
     print("|---|---|")
     for key, rel in rows[:8]:
@@ -441,14 +437,18 @@ def learned_model(data, batch: int, num_samples: int = 1024) -> None:
         wall = time.perf_counter() - start
         rows = list(csv.DictReader(open(Path(tmp) / "sweep" / "summary.csv")))
     first = rows[0]
-    print(f"\n## GITS vs polynomial with the learned model ({num_samples} samples; `python run.py -m "
-          f"model=unet_mnist5k solver=ipndm,dpmpp,euler nfe=5,6,8,10 num_samples={num_samples}`, {wall:.0f} s)\n")
-    print(f"FID with {first['features']} features to mnist5k on images quantised as EDM writes them (± the bootstrap "
-          "standard error); FID vs reference: to the model's own reference solution "
-          f"({first['reference'].removeprefix('reference solution ')}) from the same seeds; truncation: mean L2 to "
-          "that solution. The reference "
-          f"solution's FID (the floor): {float(first['fid_reference']):.1f} ± "
-          f"{float(first['fid_reference_std']):.1f}.\n")
+    print(
+        f"\n## GITS vs polynomial with the learned model ({num_samples} samples; `python run.py -m "
+        f"model=unet_mnist5k solver=ipndm,dpmpp,euler nfe=5,6,8,10 num_samples={num_samples}`, {wall:.0f} s)\n"
+    )
+    print(
+        f"FID with {first['features']} features to mnist5k on images quantised as EDM writes them (± the bootstrap "
+        "standard error); FID vs reference: to the model's own reference solution "
+        f"({first['reference'].removeprefix('reference solution ')}) from the same seeds; truncation: mean L2 to "
+        "that solution. The reference "
+        f"solution's FID (the floor): {float(first['fid_reference']):.1f} ± "
+        f"{float(first['fid_reference_std']):.1f}.\n"
+    )
     print("| solver | NFE | FID polynomial | FID gits | FID vs ref. polynomial | FID vs ref. gits | "
           "trunc. polynomial | trunc. gits | FID agrees with truncation? |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
@@ -466,8 +466,10 @@ def learned_model(data, batch: int, num_samples: int = 1024) -> None:
               f"{float(row['baseline_fid_vs_reference']):.1f} | {float(row['fid_vs_reference']):.1f} | "
               f"{float(row['baseline_truncation_error']):.2f} | {float(row['truncation_error']):.2f} | "
               f"{'yes' if fid_says == trunc_says else 'no'} |")  # fmt: skip
-    print(f"\nThe FID ranks GITS against polynomial as the truncation error does in {agree} of {len(rows)} cells; "
-          f"the FID to the reference solution does in {agree_vs_reference} of {len(rows)}.")
+    print(
+        f"\nThe FID ranks GITS against polynomial as the truncation error does in {agree} of {len(rows)} cells; "
+        f"the FID to the reference solution does in {agree_vs_reference} of {len(rows)}."
+    )
 
 
 def scoring(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 256) -> None:
@@ -557,8 +559,10 @@ def reference_choice(data, batch: int, settings: dict) -> None:
                     error = distance(solve(spec, sigmas, afs=afs), finest)
                     smallest = min(smallest, (error, f"{name} {schedule} NFE {nfe}"), key=lambda e: e[0])
         threshold = smallest[0] / 10
-        print(f"{model_name} ({count} samples, {time.perf_counter() - start:.0f} s): smallest truncation error at "
-              f"NFE 4-10 {smallest[0]:.3f} ({smallest[1]}), so a reference must err by less than {threshold:.4f}\n")
+        print(
+            f"{model_name} ({count} samples, {time.perf_counter() - start:.0f} s): smallest truncation error at "
+            f"NFE 4-10 {smallest[0]:.3f} ({smallest[1]}), so a reference must err by less than {threshold:.4f}\n"
+        )
         print("| model | reference solver | steps | NFE | error vs 4x the steps | below a tenth? |")
         print("|---|---|---|---|---|---|")
         for (name, steps), (nfe, error) in errors.items():
@@ -569,8 +573,10 @@ def reference_choice(data, batch: int, settings: dict) -> None:
     good = [(errors[key][0], worst[key], key) for key, ok in verdicts.items() if all(ok)]
     if good:  # the fewest NFE; among those, the smallest error (relative to its threshold) on the harder model
         nfe, ratio, (name, steps) = min(good)
-        print(f"cheapest reference that qualifies on both models: {name}, {steps} steps ({nfe} NFE per sample; "
-              f"its error is {ratio:.2f} of the threshold on the harder model)")
+        print(
+            f"cheapest reference that qualifies on both models: {name}, {steps} steps ({nfe} NFE per sample; "
+            f"its error is {ratio:.2f} of the threshold on the harder model)"
+        )
     else:
         print("no candidate qualifies on both models")
 
@@ -608,8 +614,9 @@ def main() -> None:
     if "lightning" in args.only:
         with tempfile.TemporaryDirectory() as tmp:
             lightning_overhead(denoiser, data, args.batch, tmp)
-    from fewstep.tasks.search import GITS_DEFAULTS
+    from fewstep.schedules.gits import GitsSettings
 
+    GITS_DEFAULTS = GitsSettings()
     if {"gits", "truncation", "scoring"} & set(args.only):
         cost = gits_timings(denoiser, data, args.batch, GITS_DEFAULTS)
         if "truncation" in args.only:

@@ -6,9 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from fewstep.config.build import build_denoiser, build_sigmas, container
 from fewstep.data import ImageDataset
 from fewstep.solvers import check_options, get_solver
-from fewstep.tasks.setup import build_denoiser, build_sigmas, container
 
 from .conftest import CONF
 

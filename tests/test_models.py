@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from fewstep.config.plan import build_plan
 from fewstep.data import digits, mnist5k, seeded_noise
 from fewstep.errors import FewstepError
 from fewstep.metrics.frechet import FeatureStats, frechet_distance
@@ -16,7 +17,6 @@ from fewstep.models.training import edm_loss, ema_decay
 from fewstep.models.unet import WEIGHTS_DIR, checkpoint
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
-from fewstep.tasks.setup import build_setup
 
 from .conftest import QUICK, run_cli
 from .edm_stub import TinyEDMNet, write_edm_pickle
@@ -203,12 +203,15 @@ def test_setup_checks_shape_and_sigma_range(make_cfg, tmp_path):
     path = tmp_path / "digits.pt"
     torch.save(checkpoint(build_unet(TINY), {**TINY, "sigma_range": [0.01, 20.0]}), path)
     with pytest.raises(FewstepError, match="trained for sigma in \\[0.01, 20\\]"):
-        build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits"))
-    setup = build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits", "model.sigma_min=0.01",
-                                 "model.sigma_max=20", "solver=dpm", "nfe=5"))  # fmt: skip
-    assert setup.shape == (1, 8, 8) and setup.model_identity["weights"]
+        build_plan(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits"), evaluate=False)
+    plan = build_plan(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits", "model.sigma_min=0.01",
+                                 "model.sigma_max=20", "solver=dpm", "nfe=5"), evaluate=False)  # fmt: skip
+    assert plan.shape == (1, 8, 8) and plan.identity["weights"]
     with pytest.raises(FewstepError, match="makes 1x8x8 images but dataset=mnist5k has 1x28x28"):
-        build_setup(make_cfg("model=unet", f"model.denoiser.path={path}", "model.sigma_min=0.01", "model.sigma_max=20"))
+        build_plan(
+            make_cfg("model=unet", f"model.denoiser.path={path}", "model.sigma_min=0.01", "model.sigma_max=20"),
+            evaluate=False,
+        )
 
 
 @pytest.mark.slow

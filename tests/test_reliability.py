@@ -57,7 +57,7 @@ def test_bad_input_is_one_error_before_anything_loads(make_cfg, monkeypatch, ove
     def no_loading(*args, **kwargs):
         raise AssertionError("the data or the model was loaded before the config was checked")
 
-    monkeypatch.setattr("fewstep.tasks.setup.build_dataset", no_loading)
+    monkeypatch.setattr("fewstep.config.plan.build_dataset", no_loading)
     monkeypatch.setattr("fewstep.tasks.analyze.build_dataset", no_loading)
     cfg = make_cfg(*QUICK, *overrides)
     with pytest.raises(FewstepError) as err:
@@ -115,7 +115,7 @@ def restore_signals():
     ],
 )  # fmt: skip
 def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_signals, raised, status, line):
-    from fewstep.utils.runtime import run_reporting_errors
+    from fewstep.command import run_reporting_errors
 
     def failing(cfg):
         raise raised
@@ -359,10 +359,10 @@ class NaNBelow(torch.nn.Module):
 
 @pytest.fixture
 def nan_model(monkeypatch):
-    from fewstep.tasks import setup
+    from fewstep.config import plan
 
-    build = setup.build_denoiser
-    monkeypatch.setattr(setup, "build_denoiser", lambda cfg, dataset: NaNBelow(build(cfg, dataset), 1.0))
+    build = plan.build_denoiser
+    monkeypatch.setattr(plan, "build_denoiser", lambda cfg, dataset: NaNBelow(build(cfg, dataset), 1.0))
 
 
 @pytest.mark.parametrize("task", ["sample", "search"])

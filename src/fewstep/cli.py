@@ -27,12 +27,12 @@ def solvers_table() -> str:
 
 def schedules_table() -> str:
     from fewstep.schedules import SCHEDULES
-    from fewstep.tasks.search import GITS_DEFAULTS
+    from fewstep.schedules.gits import DEFAULTS
 
     lines = ["| schedule | options |", "|---|---|"]
     lines += [f"| {name} | {_options(fn)} |" for name, fn in SCHEDULES.items()]
     lines.append("| explicit | sigmas=[...] (strictly decreasing, inside the model's range; a final 0 denoises) |")
-    lines.append(f"| gits | {', '.join(f'{k}={v!r}' for k, v in GITS_DEFAULTS.items())} |")
+    lines.append(f"| gits | {', '.join(f'{k}={v!r}' for k, v in DEFAULTS.items())} |")
     return "\n".join(lines)
 
 

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.errors import NonFiniteError
 from fewstep.metrics.quantize import quantize
-from fewstep.models.denoiser import CountingDenoiser, bind_seeds, decode
-from fewstep.schedules.gits import cost_sums, teacher_trajectory
+from fewstep.models.denoiser import decode
+from fewstep.schedules.gits import WarmupJob, warmup_batch
+from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 from fewstep.utils.runtime import quiet_lightning
 from fewstep.utils.shards import ShardStore
@@ -49,34 +50,25 @@ class SeedShardedModule(L.LightningModule):
     def report(self, pending: list[int]) -> None:
         info(f"{self.description}: computing {len(pending)} samples")
 
-    def noise(self, seeds: torch.Tensor, sigma: float) -> torch.Tensor:
-        return seeded_noise(seeds, self.shape).to(self.device) * sigma
-
 
 class SamplingModule(SeedShardedModule):
-    """Runs `solver` from per-seed noise at sigmas[0] for every seed that `store` does not hold yet."""
+    """Runs `sampler` from per-seed noise for every seed that `store` does not hold yet."""
 
     def __init__(
         self,
         denoiser: torch.nn.Module | Callable,
-        solver: Callable,
-        sigmas: torch.Tensor,
+        sampler: Sampler,
         shape: tuple[int, ...],
         seeds: list[int],
         store: ShardStore,
         batch_size: int = 64,
-        solver_options: dict | None = None,
-        afs=None,
-        stochastic: bool = False,
         description: str = "sampling",
+        decodes: bool = False,
     ):
         super().__init__(denoiser, shape, seeds, batch_size, description)
-        self.solver = solver
-        self.stochastic = stochastic
-        self.sigmas = sigmas.to(torch.float64).cpu()
+        self.sampler = sampler
+        self.decodes = decodes
         self.store = store
-        self.solver_options = dict(solver_options or {})
-        self.afs = afs
         self.nfe_per_batch: list[int] = []
         self.solver_seconds = 0.0  # this process's compute time, in this run
         self.reused_seconds = 0.0  # the compute time of the samples found in the store (rank 0)
@@ -95,21 +87,14 @@ class SamplingModule(SeedShardedModule):
                  + (f", {reused} reused from {self.store.root}" if reused else ""))  # fmt: skip
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> dict:
-        x = self.noise(seeds, float(self.sigmas[0]))
-        counter = CountingDenoiser(bind_seeds(self.denoiser, seeds, x.device))
-        afs = self.afs.to(self.device) if isinstance(self.afs, torch.nn.Module) else self.afs
-        options = dict(self.solver_options)
-        if self.stochastic:  # step noise from per-seed generators too: samples do not depend on the batching
-            from fewstep.solvers.sde import per_sample_noise
-
-            options["noise"] = per_sample_noise(seeds, self.shape, dtype=x.dtype, device=x.device)
+        noise = seeded_noise(seeds, self.shape).to(self.device)
         start = time.perf_counter()
-        samples = self.solver(counter, x, self.sigmas, afs=afs, **options)
+        samples, calls = self.sampler.counted(self.denoiser, noise, seeds)
         seconds = time.perf_counter() - start
         self.solver_seconds += seconds
         _check_finite(samples, seeds, self.description, NAN_SAMPLES_CAUSE)
-        self.nfe_per_batch.append(counter.calls)
-        if getattr(self.denoiser, "decode", None) is None:
+        self.nfe_per_batch.append(calls)
+        if not self.decodes:
             return {"seeds": seeds, "samples": samples, "seconds": seconds}
         images = decode(self.denoiser, samples)
         _check_finite(images, seeds, self.description, NAN_DECODE_CAUSE)
@@ -152,36 +137,14 @@ class ShardWriter(BasePredictionWriter):
 class WarmupModule(SeedShardedModule):
     """GITS warm-up: teacher trajectories on the grid, reduced on the fly to per-pair cost sums."""
 
-    def __init__(
-        self,
-        denoiser,
-        teacher: Callable,
-        teacher_options: dict,
-        grid: torch.Tensor,
-        metric: str,
-        shape,
-        seeds,
-        batch_size,
-        description: str = "GITS warm-up",
-    ):
-        super().__init__(denoiser, shape, seeds, batch_size, description)
-        self.teacher, self.teacher_options = teacher, dict(teacher_options)
-        self.grid = grid.to(torch.float64).cpu()
-        self.metric = metric
-        self.cost_sum = torch.zeros(len(grid), len(grid), dtype=torch.float64)
+    def __init__(self, denoiser, job: WarmupJob, shape, batch_size):
+        super().__init__(denoiser, shape, job.seeds, batch_size, job.description)
+        self.job = job
+        self.cost_sum = torch.zeros(len(job.grid), len(job.grid), dtype=torch.float64)
         self.count = 0
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
-        x = self.noise(seeds, float(self.grid[0]))
-        denoiser = bind_seeds(self.denoiser, seeds, x.device)
-        states, slopes = teacher_trajectory(self.teacher, denoiser, x, self.grid, **self.teacher_options)
-        sums = cost_sums(states, slopes, self.grid, self.metric)
-        if not torch.isfinite(sums).all():
-            from fewstep.tasks.search import WARMUP_NAN_CAUSE
-
-            raise NonFiniteError(f"GITS warm-up: non-finite costs for seeds {seeds[0].item()}..{seeds[-1].item()}: "
-                                 f"{WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
-        self.cost_sum += sums
+        self.cost_sum += warmup_batch(self.job, self.denoiser, self.shape, seeds, self.device)
         self.count += len(seeds)
 
     def reduced(self) -> tuple[torch.Tensor, int]:

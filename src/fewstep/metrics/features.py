@@ -12,15 +12,9 @@ import torch
 from torch import nn
 
 from fewstep.errors import FewstepError
+from fewstep.utils.storage import file_digest
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-def file_digest(path: Path) -> str:
-    """What cached statistics are keyed by: the weights' bytes (same-size files differ)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 class PixelFeatures(nn.Module):

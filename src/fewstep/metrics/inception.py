@@ -80,7 +80,7 @@ class InceptionFeatures(nn.Module):
             self.net = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as err:
             raise FewstepError(f"cannot load the Inception TorchScript {path}: {err}") from err
-        from fewstep.metrics.features import file_digest
+        from fewstep.utils.storage import file_digest
 
         self.identity = f"inception:{file_digest(path)}"
 

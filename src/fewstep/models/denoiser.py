@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -9,9 +10,77 @@ import torch
 
 @runtime_checkable
 class Denoiser(Protocol):
-    """A callable estimating E[x0 | x] at noise level sigma (a float, or a tensor broadcastable per sample)."""
+    """A callable estimating E[x0 | x] at noise level sigma (a float, or a tensor broadcastable per sample).
+
+    That is all a denoiser must be. A model may also declare, as attributes or methods (read in one place,
+    `traits`, so the pipeline asks instead of probing):
+    - `image_shape`: (C, H, W) of the images it makes (checked against the dataset's);
+    - `sample_shape`: the shape the solver integrates, when it differs (a latent model's latents);
+    - `sigma_range`: (lowest, highest) sigma it was trained for (the config must stay inside);
+    - `decode(x)`: latents to images in [-1, 1] (a latent model's VAE);
+    - `for_seeds(seeds)`: the denoiser for one batch, picking each sample's condition (class, prompt) from its seed;
+    - `rows_independent = True`: each row's output depends on that row only (closed forms): no fixed row blocks;
+    - `fingerprint()`: a string identifying its weights for cache keys, or None when the data identifies it.
+    """
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a denoiser declares beyond `D(x, sigma)` (see `Denoiser`), as plain values."""
+
+    image_shape: tuple[int, ...] | None
+    sample_shape: tuple[int, ...] | None
+    sigma_range: tuple[float, float] | None
+    decodes: bool
+    per_seed: bool
+    rows_independent: bool
+
+
+def traits(denoiser) -> Traits:
+    def shape(name):
+        value = getattr(denoiser, name, None)
+        return tuple(int(d) for d in value) if value is not None else None
+
+    sigma_range = getattr(denoiser, "sigma_range", None)
+    return Traits(
+        image_shape=shape("image_shape"),
+        sample_shape=shape("sample_shape"),
+        sigma_range=tuple(float(v) for v in sigma_range) if sigma_range is not None else None,
+        decodes=callable(getattr(denoiser, "decode", None)),
+        per_seed=callable(getattr(denoiser, "for_seeds", None)),
+        rows_independent=bool(getattr(denoiser, "rows_independent", False)),
+    )
+
+
+# what a network's wrapper adds to its weights (a discrete model's output parametrisation, guidance, shapes)
+_FINGERPRINTED_ATTRIBUTES = ("prediction_type", "timestep", "sigma_range", "guidance_scale", "image_shape",
+                             "sample_shape")  # fmt: skip
+
+
+def weights_fingerprint(denoiser) -> str | None:
+    """A hash of a network's parameters and declared settings, so a retrained checkpoint at the same path never
+    reuses stale caches. A model's own `fingerprint()` wins; other callables (closed forms written by a user)
+    have none: their caches are keyed by their config and the data."""
+    declared = getattr(denoiser, "fingerprint", None)
+    if callable(declared):
+        return declared()
+    if not isinstance(denoiser, torch.nn.Module):
+        return None
+    import hashlib
+
+    from fewstep.utils.storage import tensor_fingerprint
+
+    digest = hashlib.sha256()
+    for name, tensor in denoiser.state_dict().items():
+        digest.update(f"{name}:{tensor_fingerprint(tensor)}".encode())
+    for attribute in _FINGERPRINTED_ATTRIBUTES:
+        digest.update(f"{attribute}={getattr(denoiser, attribute, None)!r}".encode())
+    extra = getattr(denoiser, "fingerprint_extra", None)  # buffers a wrapper keeps outside its state dict
+    if callable(extra):
+        digest.update(str(extra()).encode())
+    return digest.hexdigest()[:16]
 
 
 def sigma_column(sigma: float | torch.Tensor, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -35,7 +104,7 @@ def bind_seeds(denoiser, seeds: torch.Tensor, device) -> Denoiser:
     in: a network on the CPU sees fixed blocks of `ROW_BLOCK` rows (the last one padded), as the KDE pads its
     matrix products. A model that declares `rows_independent` (closed forms) is called as it is; on a GPU,
     kernels are chosen per call anyway, so the blocks are not imposed there (see README, Determinism)."""
-    if (getattr(denoiser, "rows_independent", False) or not isinstance(denoiser, torch.nn.Module)
+    if (traits(denoiser).rows_independent or not isinstance(denoiser, torch.nn.Module)
             or torch.device(device).type != "cpu"):  # fmt: skip
         return for_seeds(denoiser, seeds)
     return RowBlocks(denoiser, seeds)

@@ -15,13 +15,10 @@ import torch
 from torch import nn
 
 from fewstep.errors import FewstepError
+from fewstep.schedules.handcrafted import inside_range
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_MODES = ("interpolate", "nearest")
-
-# A sigma this much (relative) outside the trained range is let through with its timestep clamped: configs round
-# the printed range (e.g. sigma_min=0.0292 for SD's 0.029168).
-_RANGE_SLACK = 1e-3
 
 
 def discrete_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -96,6 +93,12 @@ class VPDiscreteDenoiser(nn.Module):
         """(smallest, largest) sigma of the discrete training timesteps."""
         return self._sigma_range
 
+    def fingerprint_extra(self) -> str:
+        """The sigma table, kept outside the state dict (see `models.denoiser.weights_fingerprint`)."""
+        from fewstep.utils.storage import tensor_fingerprint
+
+        return tensor_fingerprint(self._log_sigmas[torch.device("cpu")])
+
     def for_seeds(self, seeds: torch.Tensor) -> VPDiscreteDenoiser:
         """A shallow copy (sharing the network) conditioned on `conditioner(seeds)`; self if unconditional."""
         if self.conditioner is None:
@@ -135,7 +138,7 @@ class VPDiscreteDenoiser(nn.Module):
             raise FewstepError(f"sigma must be one value or one per sample ({batch}), got {s.numel()} values")
         lo, hi = (s.item(), s.item()) if s.numel() == 1 else torch.stack(torch.aminmax(s)).tolist()  # one sync at most
         sigma_min, sigma_max = self._sigma_range
-        if lo < sigma_min * (1 - _RANGE_SLACK) or hi > sigma_max * (1 + _RANGE_SLACK):
+        if not inside_range(lo, hi, self._sigma_range):  # a little outside: let through, timestep clamped
             given = f"sigma={lo:.6g}" if lo == hi else f"sigma in [{lo:.6g}, {hi:.6g}]"
             raise FewstepError(
                 f"{given} is outside the model's trained range [{sigma_min:.6g}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 
 import torch
@@ -18,6 +17,7 @@ from fewstep.schedules.handcrafted import (
     validate_sigmas,
     vp_time,
 )
+from fewstep.utils.options import function_options, reject_unknown
 
 SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
     "polynomial": polynomial,
@@ -28,15 +28,15 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+SCHEDULE_ARGUMENTS = ("num_steps", "sigma_min", "sigma_max")  # what every schedule takes; the rest are options
+
+
 def make_schedule(name: str, num_steps: int, sigma_min: float, sigma_max: float, **options) -> torch.Tensor:
     """Build a hand-crafted schedule by name, rejecting options the schedule does not take."""
     if name not in SCHEDULES:
         raise FewstepError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} (or explicit)")
     fn = SCHEDULES[name]
-    accepted = set(inspect.signature(fn).parameters) - {"num_steps", "sigma_min", "sigma_max"}
-    unknown = set(options) - accepted
-    if unknown:
-        raise FewstepError(f"schedule {name!r} takes options {sorted(accepted)}, not {sorted(unknown)}")
+    reject_unknown(f"schedule {name!r}", options, function_options(fn, SCHEDULE_ARGUMENTS))
     return fn(num_steps, float(sigma_min), float(sigma_max), **options)
 
 

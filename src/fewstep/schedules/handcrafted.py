@@ -14,6 +14,14 @@ import torch
 
 from fewstep.errors import FewstepError
 
+RANGE_RTOL = 1e-3  # relative slack at the ends of a sigma range: configs and text files round the printed range
+#   (e.g. sigma_min=0.0292 for Stable Diffusion's 0.029168)
+
+
+def inside_range(low: float, high: float, allowed: tuple[float, float]) -> bool:
+    """[low, high] lies inside `allowed` = (lowest, highest), up to `RANGE_RTOL` at each end."""
+    return low >= allowed[0] * (1 - RANGE_RTOL) and high <= allowed[1] * (1 + RANGE_RTOL)
+
 
 def check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
     if int(num_steps) != num_steps or num_steps < 1:
@@ -54,6 +62,14 @@ def logsnr(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return _pin_endpoints(log_sigmas.exp(), sigma_min, sigma_max)
 
 
+def vp_linear_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
+    """(beta_d, beta_min) of the linear-beta VP-SDE, sigma(t)^2 = exp(beta_d t^2 / 2 + beta_min t) - 1, with
+    sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max."""
+    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
+    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
+    return beta_d, log_max - 0.5 * beta_d
+
+
 def vp_time(
     num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.0, epsilon_s: float = 1e-3
 ) -> torch.Tensor:
@@ -65,9 +81,7 @@ def vp_time(
     check_range(num_steps, sigma_min, sigma_max)
     if not 0 < epsilon_s < 1:
         raise FewstepError(f"schedule.epsilon_s (the VP end time) must lie in (0, 1), got {epsilon_s}")
-    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
-    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
-    beta_min = log_max - 0.5 * beta_d
+    beta_d, beta_min = vp_linear_betas(sigma_min, sigma_max, epsilon_s)
     t = (1 + _fractions(num_steps) * (epsilon_s ** (1 / rho) - 1)) ** rho
     sigmas = torch.expm1(0.5 * beta_d * t**2 + beta_min * t).sqrt()
     return _pin_endpoints(sigmas, sigma_min, sigma_max)
@@ -103,7 +117,7 @@ def discrete(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 1.
     abar = torch.cumprod(1 - discrete_betas(beta_start, beta_end, beta_schedule, int(num_train_timesteps)), 0)
     log_table = (0.5 * ((1 - abar) / abar).log()).tolist()
     low, high = math.exp(log_table[0]), math.exp(log_table[-1])
-    if sigma_min < low * (1 - 1e-3) or sigma_max > high * (1 + 1e-3):
+    if not inside_range(sigma_min, sigma_max, (low, high)):
         raise FewstepError(
             f"schedule=discrete: these betas ({beta_schedule}, {beta_start} -> {beta_end}, {num_train_timesteps} "
             f"steps) span sigma in [{low:.6g}, {high:.6g}], but the model's range is [{sigma_min:g}, {sigma_max:g}]; "
@@ -147,13 +161,12 @@ def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | N
     for a, b in zip(values, values[1:], strict=False):
         if not b < a:
             raise FewstepError(f"explicit sigmas must be strictly decreasing, but {a} is followed by {b}: {values}")
-    rtol = 1e-6
-    if sigma_max is not None and body[0] > sigma_max * (1 + rtol):
+    if sigma_max is not None and not inside_range(body[0], body[0], (0.0, sigma_max)):
         raise FewstepError(
             f"explicit schedule starts at {body[0]}, above the model's sigma_max={sigma_max}; "
             "lower the first sigma or set model.sigma_max"
         )
-    if sigma_min is not None and body[-1] < sigma_min * (1 - rtol):
+    if sigma_min is not None and not inside_range(body[-1], body[-1], (sigma_min, math.inf)):
         raise FewstepError(
             f"explicit schedule reaches {body[-1]}, below the model's sigma_min={sigma_min}; "
             "raise the last positive sigma, end with 0 to denoise, or set model.sigma_min"

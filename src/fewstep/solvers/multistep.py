@@ -62,9 +62,9 @@ def _identity(sigma: np.ndarray) -> np.ndarray:
 def vp_time_of_sigma(sigma_min: float = 0.002, sigma_max: float = 80.0, epsilon_s: float = 1e-3):
     """t(sigma) of the linear-beta VP-SDE with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max
     (the reference code's `edm2t`, the inverse of `fewstep.schedules.vp_time`)."""
-    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
-    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
-    beta_min = log_max - 0.5 * beta_d
+    from fewstep.schedules.handcrafted import vp_linear_betas
+
+    beta_d, beta_min = vp_linear_betas(sigma_min, sigma_max, epsilon_s)
 
     def time(sigma: np.ndarray) -> np.ndarray:
         return (np.sqrt(beta_min**2 + 2 * beta_d * np.log1p(np.asarray(sigma) ** 2)) - beta_min) / beta_d

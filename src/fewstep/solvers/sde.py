@@ -43,10 +43,12 @@ def per_sample_noise(
     stream different from the initial noise, whose generator is seeded with the seed itself. Draws are made on the
     CPU and moved to `device`, so a sample's noise is the same whatever the batch it runs in and the device.
     """
-    generators = [
-        torch.Generator().manual_seed((int(seed) * 1_000_003 + int(offset)) % (1 << 63))
-        for seed in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)
-    ]
+    from fewstep.data.seeds import seed_generator
+
+    if int(offset) < 1:
+        raise FewstepError(f"noise stream offset must be >= 1 (stream 0 is the initial noise), got {offset}")
+    seeds = seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds
+    generators = [seed_generator(seed, int(offset)) for seed in seeds]
     shape = tuple(int(n) for n in shape)
 
     def draw() -> torch.Tensor:

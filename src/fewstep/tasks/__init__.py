@@ -18,7 +18,7 @@ def run(cfg: DictConfig):
     name = cfg.task.name
     if name not in tasks:
         raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
-    from fewstep.tasks.checks import check_common
+    from fewstep.config.checks import check_common
 
     check_common(cfg)
     return tasks[name](cfg)

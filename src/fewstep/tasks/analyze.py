@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from fewstep.config.build import build_dataset, build_denoiser, check_sigma_range, choice, sample_shape
+from fewstep.config.plan import outputs_of
 from fewstep.data import seeded_noise
 from fewstep.errors import FewstepError
 from fewstep.geometry import (
@@ -26,10 +28,9 @@ from fewstep.geometry import (
     turning_angles,
 )
 from fewstep.models import KDEDenoiser
-from fewstep.models.denoiser import bind_seeds
+from fewstep.models.denoiser import bind_seeds, traits
 from fewstep.schedules import polynomial
-from fewstep.solvers import get_solver
-from fewstep.tasks.setup import build_dataset, build_denoiser, check_sigma_range, choice, sample_shape
+from fewstep.solvers import Sampler, get_solver
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.storage import atomic_save_json
 
@@ -106,8 +107,9 @@ def analyze(cfg) -> dict:
     task = cfg.task
     dataset = build_dataset(cfg)
     denoiser = build_denoiser(cfg, dataset)
-    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), choice(cfg, "model"))
-    shape = sample_shape(denoiser, dataset, choice(cfg, "model"), choice(cfg, "dataset"))
+    declared = traits(denoiser)
+    check_sigma_range(declared, float(cfg.model.sigma_min), float(cfg.model.sigma_max), choice(cfg, "model"))
+    shape = sample_shape(declared, dataset, choice(cfg, "model"), choice(cfg, "dataset"))
     # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
     optimal = None
     if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
@@ -117,6 +119,7 @@ def analyze(cfg) -> dict:
         raise FewstepError(f"task.solver={spec.name} is stochastic; trajectory geometry is that of the ODE: "
                            "use heun, euler, dpmpp, ...")  # fmt: skip
     sigmas = polynomial(int(task.num_steps), float(cfg.model.sigma_min), float(cfg.model.sigma_max), rho=task.rho)
+    sampler = Sampler(spec, sigmas)
     seeds = torch.arange(int(cfg.seed), int(cfg.seed) + int(task.num_samples))
     run_dir = Path(cfg.paths.output_dir)
     parts, first = [], None
@@ -125,10 +128,9 @@ def analyze(cfg) -> dict:
         nonlocal first
         for chunk in seeds.split(int(cfg.batch_size)):
             x = seeded_noise(chunk, shape) * float(sigmas[0])
-            bound = bind_seeds(denoiser, chunk, x.device)
             with torch.no_grad():
-                batch = record_trajectories(spec.fn, bound, x, sigmas, seeds=chunk)
-                parts.append(_per_sample(batch, bound, optimal, shape))
+                batch = record_trajectories(sampler.as_solver(chunk), denoiser, x, sigmas, seeds=chunk)
+                parts.append(_per_sample(batch, bind_seeds(denoiser, chunk, x.device), optimal, shape))
             first = first or batch
             info(f"recorded {len(chunk)} trajectories of {len(sigmas) - 1} {spec.name} steps")
             yield batch
@@ -143,6 +145,6 @@ def analyze(cfg) -> dict:
 
     images = plot_geometry(first, _concat(parts), sigmas, shape, run_dir)
     atomic_save_json(run_dir / "metrics.json", metrics)
-    log_run(cfg, metrics, images)
+    log_run(outputs_of(cfg), metrics, images)
     info("geometry: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics

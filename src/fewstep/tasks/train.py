@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from fewstep.config.build import build_dataset, container, resolved_config
+from fewstep.config.plan import outputs_of
 from fewstep.errors import FewstepError
 from fewstep.models.unet import WEIGHTS_DIR, build_unet, checkpoint
-from fewstep.tasks.setup import build_dataset, container, resolved_config
 from fewstep.utils.logging import build_loggers, finish_logger, info
 from fewstep.utils.storage import atomic_save_json, atomic_torch_save
 
@@ -86,7 +87,7 @@ def train(cfg) -> dict | None:
         info(f"task.resume=true but {last} does not exist: training from scratch")
     if resume:
         check_resumable(last, config)
-    loggers = [logger for _, logger in build_loggers(cfg, {"dataset": dataset.name, "model": "unet"})]
+    loggers = [logger for _, logger in build_loggers(outputs_of(cfg), {"dataset": dataset.name, "model": "unet"})]
     trainer = instantiate(
         cfg.trainer,
         max_steps=int(task.steps),
@@ -175,9 +176,9 @@ def _save_samples(model, shape, path: Path, num: int = 64) -> None:
     from fewstep.data import seeded_noise
     from fewstep.plotting import save_image_grid
     from fewstep.schedules import polynomial
-    from fewstep.solvers import get_solver
+    from fewstep.solvers import Sampler, get_solver
 
     sigmas = torch.cat([polynomial(17, *model.sigma_range, rho=7.0), torch.zeros(1, dtype=torch.float64)])
+    seeds = torch.arange(num)
     with torch.no_grad():
-        x = seeded_noise(torch.arange(num), shape) * float(sigmas[0])
-        save_image_grid(get_solver("heun").fn(model, x, sigmas), path)
+        save_image_grid(Sampler(get_solver("heun"), sigmas)(model, seeded_noise(seeds, shape), seeds), path)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from fewstep.config.build import build_dataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.features import WEIGHTS_DIR
 from fewstep.metrics.lenet import train_lenet
-from fewstep.tasks.setup import build_dataset
 from fewstep.utils.logging import info
 from fewstep.utils.storage import atomic_save_json, atomic_torch_save
 

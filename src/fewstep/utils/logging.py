@@ -10,9 +10,6 @@ import logging
 import os
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig
-
 log = logging.getLogger("fewstep")
 
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
@@ -40,15 +37,10 @@ def _flatten(prefix: str, node, out: dict) -> dict:
     return out
 
 
-def run_identity(cfg: DictConfig, metrics: dict) -> dict:
+def run_identity(outputs, metrics: dict) -> dict:
     """Name, tags and group of a run for dashboards; the group is the multirun sweep, if any."""
-    from hydra.core.hydra_config import HydraConfig
-
-    group, name = None, Path(cfg.paths.output_dir).name
-    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-        group = Path(HydraConfig.get().sweep.dir).name
     tags = [f"{key}:{metrics[key]}" for key in ("dataset", "model", "solver", "schedule", "nfe") if key in metrics]
-    return {"name": name, "group": group, "tags": tags}
+    return {"name": outputs.name, "group": outputs.group, "tags": tags}
 
 
 def _log_extras(logger, metrics: dict, images: dict[str, Path]) -> None:
@@ -71,17 +63,16 @@ def _log_extras(logger, metrics: dict, images: dict[str, Path]) -> None:
             logger.experiment.add_image(name, plt.imread(path)[..., :3], dataformats="HWC")
 
 
-def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = None) -> None:
-    """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger under `logger`.
+def log_run(outputs, metrics: dict, images: dict[str, Path] | None = None) -> None:
+    """Send the config, scalar metrics, schedule and images (name -> PNG) to every logger of `outputs`
+    (a `config.plan.Outputs`: plain values).
 
     Called after metrics.json is written: a logger that fails is a warning, not a failed run (the results are
     safe on disk)."""
-    from fewstep.tasks.setup import resolved_config
-
-    for name, logger_cfg in _logger_configs(cfg):
+    for name, logger_cfg in outputs.loggers:
         try:
-            logger = build_logger(name, logger_cfg, cfg, metrics)
-            logger.log_hyperparams(_flatten("", resolved_config(cfg), {}))
+            logger = build_logger(name, logger_cfg, outputs, metrics)
+            logger.log_hyperparams(_flatten("", outputs.config, {}))
             logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
             _log_extras(logger, metrics, images or {})
             finish_logger(logger)
@@ -90,33 +81,31 @@ def log_run(cfg: DictConfig, metrics: dict, images: dict[str, Path] | None = Non
                 err = err.__cause__
             first = (str(err).strip().splitlines() or [""])[0]
             log.warning("the %s logger failed (%s: %s); the results are in %s", name, type(err).__name__, first,
-                        cfg.paths.output_dir)  # fmt: skip
+                        outputs.run_dir)  # fmt: skip
             continue
         log.info("logged the run to the %s logger", name)
 
 
-def _logger_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    return [(name, node) for name, node in (cfg.get("logger") or {}).items() if node and "_target_" in node]
-
-
-def build_logger(name: str, logger_cfg: DictConfig, cfg: DictConfig, metrics: dict):
+def build_logger(name: str, logger_cfg: dict, outputs, metrics: dict):
     """One Lightning logger; a W&B one named, tagged and grouped by `run_identity`, and offline (with a warning)
     where it could not reach its server."""
     extra = {}
     if logger_cfg["_target_"].endswith("WandbLogger"):
-        identity = run_identity(cfg, metrics)
+        identity = run_identity(outputs, metrics)
         extra = {"name": identity["name"], "group": identity["group"], "tags": identity["tags"]}
         reason = wandb_offline_reason(logger_cfg)
         if reason:
             log.warning("W&B: %s; logging offline to %s (upload later with `wandb sync`)", reason,
                         logger_cfg.get("save_dir"))  # fmt: skip
             extra["offline"] = True
+    from hydra.utils import instantiate
+
     return instantiate(logger_cfg, **extra)
 
 
-def build_loggers(cfg: DictConfig, metrics: dict) -> list[tuple[str, object]]:
-    """The Lightning loggers under `logger`."""
-    return [(name, build_logger(name, node, cfg, metrics)) for name, node in _logger_configs(cfg)]
+def build_loggers(outputs, metrics: dict) -> list[tuple[str, object]]:
+    """The Lightning loggers of `outputs`."""
+    return [(name, build_logger(name, node, outputs, metrics)) for name, node in outputs.loggers]
 
 
 def wandb_offline_reason(logger_cfg) -> str | None:

@@ -54,6 +54,11 @@ def content_key(settings: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def file_digest(path: str | Path) -> str:
+    """A file's content hash: what cached feature statistics are keyed by (same-size weight files differ)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def tensor_fingerprint(tensor: torch.Tensor, length: int = 16) -> str:
     """A hash of a tensor's shape, dtype and bytes (identifies a dataset or a set of weights)."""
     t = tensor.detach().cpu().contiguous().reshape(-1)

@@ -1,23 +1,21 @@
 """The whole config checked before anything loads: set values, strict types, ranges, and a solver dry run.
 
 A config error is one line naming the key and what it accepts (`FewstepError`), raised before data, models or
-Lightning load. Types are taken from the defaults that ship (signatures, GITS_DEFAULTS, conf/task/*.yaml):
+Lightning load. Types are taken from the defaults that ship (signatures, GITS `DEFAULTS`, conf/task/*.yaml):
 a boolean accepts only true/false, a count only an integer, a real number an int or a float.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from fewstep.errors import FewstepError
+from fewstep.utils.options import MAX_SEED, integer, like, options_like
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes seeds below 2**63; sample seeds are seed + i
 NFE_LIMIT_PER_REFERENCE_STEP = 10  # nfe above 10x the reference solution's step count is surely a typo
 
 
@@ -45,40 +43,6 @@ def _missing(node, prefix: str) -> list[str]:
             if isinstance(child, DictConfig) and not child._is_interpolation():
                 found += _missing(child, f"{full}.")
     return found
-
-
-def like(key: str, value, default):
-    """`value` checked against the type of `default`; returns it (ints as ints, reals as floats)."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise FewstepError(f"{key} must be true or false, got {value!r}")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise FewstepError(f"{key} must be an integer, got {value!r}")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise FewstepError(f"{key} must be a finite number, got {value!r}")
-        return float(value)
-    return value
-
-
-def integer(key: str, value, low: int, high: int | None = None, why: str = "") -> int:
-    like(key, value, 0)
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise FewstepError(f"{key} must be {bound}{why}, got {value}")
-    return value
-
-
-def options_like(prefix: str, options: dict, defaults: dict) -> dict:
-    """Options typed like the defaults they override (unknown names are the callers' to reject)."""
-    return {k: like(f"{prefix}.{k}", v, defaults[k]) if k in defaults and v is not None and defaults[k] is not None
-            else v for k, v in options.items()}  # fmt: skip
-
-
-def signature_defaults(fn) -> dict:
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}  # fmt: skip
 
 
 def task_defaults(name: str) -> dict:

@@ -1,12 +1,7 @@
-"""Turn a composed config into plain objects: dataset, denoiser, solver, step plan and sigmas.
-
-Nothing downstream of this module reads the config.
-"""
+"""Config nodes into plain objects: the dataset, the denoiser, the solver's step plan and hand-crafted sigmas, the
+evaluation settings and the model's identity. `config.plan.build_plan` assembles them into the run's plan."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -15,31 +10,12 @@ from omegaconf import DictConfig, OmegaConf
 from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.settings import EvalSettings
+from fewstep.models.denoiser import Traits, weights_fingerprint
 from fewstep.schedules import make_schedule, validate_sigmas
-from fewstep.solvers import (
-    SolverSpec,
-    StepPlan,
-    check_options,
-    get_solver,
-    make_afs_prior,
-    plan_for_schedule,
-    plan_steps,
-)
+from fewstep.schedules.handcrafted import inside_range
+from fewstep.solvers import SolverSpec, StepPlan, get_solver, plan_for_schedule, plan_steps
 
 _SOLVER_KEYS = {"name", "afs", "afs_prior"}
-
-
-@dataclass
-class SamplingSetup:
-    dataset: ImageDataset
-    denoiser: Any
-    model_identity: dict
-    spec: SolverSpec
-    solver_options: dict
-    plan: StepPlan
-    sigmas: torch.Tensor | None  # None until the GITS search has run
-    afs_prior: Any
-    shape: tuple[int, ...]  # what the solver integrates: the image shape, or a latent model's latent shape
 
 
 def container(node: DictConfig | dict) -> dict:
@@ -94,34 +70,34 @@ def choice(cfg: DictConfig, group: str) -> str:
     return str(node.get("name", "?")) if isinstance(node, DictConfig) else "?"
 
 
-def sample_shape(denoiser, dataset: ImageDataset, model_name: str, dataset_choice: str) -> tuple[int, ...]:
+def sample_shape(declared: Traits, dataset: ImageDataset, model_name: str, dataset_choice: str) -> tuple[int, ...]:
     """What the solver integrates. A network declares the `image_shape` it makes (checked against the dataset's,
     unless the dataset declares none) and a latent model also its `sample_shape`; closed-form models sample in
     the dataset's shape."""
-    image_shape = getattr(denoiser, "image_shape", None)
-    if image_shape is not None:
-        image_shape = tuple(int(d) for d in image_shape)
-        if dataset.shape and image_shape != dataset.shape:
-            raise FewstepError(
-                f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset={dataset_choice} has "
-                f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on (or dataset=none)"
-            )
-    declared = getattr(denoiser, "sample_shape", None)
-    if declared is not None:
-        return tuple(int(d) for d in declared)
+    image_shape = declared.image_shape
+    if image_shape is not None and dataset.shape and image_shape != dataset.shape:
+        raise FewstepError(
+            f"model={model_name} makes {'x'.join(map(str, image_shape))} images but dataset={dataset_choice} has "
+            f"{'x'.join(map(str, dataset.shape))}; choose the dataset the model was trained on (or dataset=none)"
+        )
+    if declared.sample_shape is not None:
+        return declared.sample_shape
     if image_shape is None and not dataset.shape:
         raise FewstepError(f"dataset={dataset_choice} gives no image shape and model={model_name} declares none")
     return image_shape or dataset.shape
 
 
-def check_sigma_range(denoiser, sigma_min: float, sigma_max: float, model_name: str) -> None:
+def stored_shape(declared: Traits, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """A sample's shape in its shard: the solver's shape, or the decoded image's for a latent model."""
+    return declared.image_shape if declared.decodes else shape
+
+
+def check_sigma_range(declared: Traits, sigma_min: float, sigma_max: float, model_name: str) -> None:
     """A network only knows the noise levels it was trained on (`sigma_range`); the config must stay inside."""
-    trained = getattr(denoiser, "sigma_range", None)
-    if trained is None:
+    if declared.sigma_range is None:
         return
-    low, high = (float(v) for v in trained)
-    tolerance = 1e-4
-    if sigma_min < low * (1 - tolerance) or sigma_max > high * (1 + tolerance):
+    low, high = declared.sigma_range
+    if not inside_range(sigma_min, sigma_max, (low, high)):
         raise FewstepError(
             f"model={model_name} was trained for sigma in [{low:.6g}, {high:.6g}], but model.sigma_min={sigma_min:g} "
             f"and model.sigma_max={sigma_max:g}; set them inside that range (e.g. model.sigma_min={low:.6g} "
@@ -146,19 +122,15 @@ def build_sigmas(
             )
         return sigmas, plan
     plan = plan_steps(spec, nfe, afs, denoise_to_zero)
-    if schedule["name"] == "gits":  # searched later, with the model (see fewstep.tasks.search)
-        from fewstep.tasks.search import gits_settings
+    if schedule["name"] == "gits":  # searched later, with the model (see config.plan.search_gits)
+        from fewstep.schedules.gits import check_steps, gits_settings
 
         settings = gits_settings(schedule)  # reject bad options and impossible step counts before any work
-        steps = plan.num_steps - int(denoise_to_zero) - int(bool(settings["afs_insert"]) and plan.afs)
-        if not 1 <= steps <= int(settings["grid_size"]) - 1:
-            raise FewstepError(
-                f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps from sigma_max to sigma_min, which a "
-                f"GITS grid of {settings['grid_size']} points cannot provide; change nfe or schedule.grid_size"
-            )
+        steps = plan.num_steps - int(denoise_to_zero) - int(settings.afs_insert and plan.afs)
+        check_steps(settings, steps, f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps, which")
         return None, plan
     from fewstep.schedules import SCHEDULES
-    from fewstep.tasks.checks import options_like, signature_defaults
+    from fewstep.utils.options import options_like, signature_defaults
 
     if schedule["name"] in SCHEDULES:
         options = options_like("schedule", options, signature_defaults(SCHEDULES[schedule["name"]]))
@@ -170,19 +142,6 @@ def build_sigmas(
     if denoise_to_zero:
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
     return sigmas, plan
-
-
-def resolve_schedule(setup: SamplingSetup, cfg: DictConfig, trainer) -> dict | None:
-    """Fill in `setup.sigmas` for a searched schedule (GITS); returns the search record, if any."""
-    if setup.sigmas is not None:
-        return None
-    from fewstep.tasks.search import search_schedule
-
-    sigma_range = (float(cfg.model.sigma_min), float(cfg.model.sigma_max))
-    setup.sigmas, record = search_schedule(
-        trainer, setup, container(cfg.schedule), setup.plan, sigma_range, cfg.paths.cache_dir, int(cfg.batch_size)
-    )
-    return record
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -204,7 +163,7 @@ def check_run(cfg: DictConfig) -> None:
 
 def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
     """`eval` as plain values, checked before anything is loaded."""
-    from fewstep.tasks.checks import like
+    from fewstep.utils.options import like
 
     def count(key: str, low: int) -> int:
         value = eval_cfg.get(key)
@@ -228,7 +187,7 @@ def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
     )
 
 
-def model_identity(cfg: DictConfig, dataset: ImageDataset, denoiser=None) -> dict:
+def model_identity(model: dict, dataset: ImageDataset, denoiser, trainer: dict) -> dict:
     """What caches of model outputs are keyed by: data, model (its config and, for a network, its weights), and
     the numerics that change the outputs."""
     from fewstep.models.denoiser import ROW_BLOCK
@@ -236,73 +195,18 @@ def model_identity(cfg: DictConfig, dataset: ImageDataset, denoiser=None) -> dic
     weights = weights_fingerprint(denoiser)
     return {
         "dataset": dataset.fingerprint(),
-        "model": container(cfg.model),
+        "model": model,
         "weights": weights,
         **({"row_block": ROW_BLOCK} if weights is not None else {}),  # how a network is evaluated (bind_seeds)
-        "precision": str(cfg.trainer.get("precision")),
-        "accelerator": str(cfg.trainer.get("accelerator")),
+        "precision": str(trainer.get("precision")),
+        "accelerator": str(trainer.get("accelerator")),
     }
 
 
-def weights_fingerprint(denoiser) -> str | None:
-    """A hash of a network's parameters: a retrained checkpoint at the same path never reuses stale caches.
-    Closed-form denoisers are identified by the dataset already."""
-    from fewstep.models import GaussianDenoiser, KDEDenoiser
-    from fewstep.utils.storage import tensor_fingerprint
-
-    if not isinstance(denoiser, torch.nn.Module) or isinstance(denoiser, KDEDenoiser | GaussianDenoiser):
-        return None
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in denoiser.state_dict().items():
-        digest.update(f"{name}:{tensor_fingerprint(tensor)}".encode())
-    # what a wrapper adds to the weights: a discrete model's sigma table and output parametrisation
-    for attribute in ("prediction_type", "timestep", "sigma_range", "guidance_scale", "image_shape", "sample_shape"):
-        digest.update(f"{attribute}={getattr(denoiser, attribute, None)!r}".encode())
-    log_sigmas = getattr(denoiser, "_log_sigmas", None)
-    if isinstance(log_sigmas, dict) and log_sigmas:
-        digest.update(tensor_fingerprint(next(iter(log_sigmas.values()))).encode())
-    return digest.hexdigest()[:16]
-
-
-def build_setup(cfg: DictConfig) -> SamplingSetup:
-    from fewstep.tasks.checks import check_common, check_nfe, dry_run, options_like, signature_defaults
-
-    check_common(cfg)
-    check_run(cfg)
-    spec = get_solver(cfg.solver.name)
-    solver_cfg = container(cfg.solver)
-    options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
-    options = options_like("solver", options, signature_defaults(spec.fn))
-    # an option given as {_target_: ..., _partial_: true} is a user callable (e.g. an ER-SDE noise scale phi)
-    options = {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in options.items()}
-    sigmas, plan = build_sigmas(
-        container(cfg.schedule),
-        spec,
-        check_nfe(cfg),
-        solver_cfg.get("afs", "auto"),
-        cfg.denoise_to_zero,
-        float(cfg.model.sigma_min),
-        float(cfg.model.sigma_max),
-    )
-    dry_run(spec, options, sigmas if sigmas is not None else _stand_in_sigmas(plan, cfg))
-    dataset = build_dataset(cfg)
-    denoiser = build_denoiser(cfg, dataset)
-    model_choice = choice(cfg, "model")
-    check_sigma_range(denoiser, float(cfg.model.sigma_min), float(cfg.model.sigma_max), model_choice)
-    shape = sample_shape(denoiser, dataset, model_choice, choice(cfg, "dataset"))
-    afs_prior = None
-    if plan.afs:
-        afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
-    identity = model_identity(cfg, dataset, denoiser)
-    return SamplingSetup(dataset, denoiser, identity, spec, options, plan, sigmas, afs_prior, shape)
-
-
-def _stand_in_sigmas(plan: StepPlan, cfg: DictConfig) -> torch.Tensor:
+def stand_in_sigmas(plan: StepPlan, sigma_min: float, sigma_max: float) -> torch.Tensor:
     """A schedule with the plan's step count, for the solver's dry run before GITS has searched the real one."""
     positive = plan.num_steps - int(plan.denoise_to_zero)
-    sigmas = make_schedule("polynomial", max(positive, 1), float(cfg.model.sigma_min), float(cfg.model.sigma_max))
+    sigmas = make_schedule("polynomial", max(positive, 1), sigma_min, sigma_max)
     return torch.cat([sigmas, sigmas.new_zeros(1)]) if plan.denoise_to_zero else sigmas
 
 

@@ -1,0 +1,237 @@
+"""The run's plan: a composed config checked as a whole, then resolved (the GITS search included) into one
+immutable value of plain values. The tasks read the plan; nothing below it reads the config again.
+
+    check (no loading) -> dataset, denoiser (declared traits checked) -> features -> runner -> schedule -> plan
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from fewstep.config.build import (
+    _SOLVER_KEYS,
+    afs_data,
+    build_dataset,
+    build_denoiser,
+    build_sigmas,
+    check_run,
+    check_sigma_range,
+    choice,
+    container,
+    eval_settings,
+    model_identity,
+    resolved_config,
+    sample_shape,
+    stand_in_sigmas,
+    stored_shape,
+)
+from fewstep.data import ImageDataset
+from fewstep.errors import FewstepError
+from fewstep.metrics.settings import EvalSettings
+from fewstep.models.denoiser import traits
+from fewstep.solvers import Sampler, StepPlan, check_options, get_solver, make_afs_prior
+from fewstep.utils.storage import content_key
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a run writes and whom it tells: the run and cache folders, the resolved config (config.yaml, logger
+    hyperparameters) and the loggers' configs as plain dicts."""
+
+    run_dir: Path
+    cache_dir: Path
+    config: dict
+    loggers: tuple[tuple[str, dict], ...]
+    group: str | None  # the multirun sweep, for dashboards
+    name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Another sampler on the same seeds: the hand-crafted baseline, or the high-NFE reference solution."""
+
+    label: str  # "polynomial" or "reference solution (ipndm_v, 100 steps)"
+    sampler: Sampler
+    store_dir: Path
+
+
+@dataclass(frozen=True, eq=False)
+class RunPlan:
+    dataset: ImageDataset
+    denoiser: Any  # D(x, sigma); its declared traits are checked
+    model_name: str
+    identity: dict  # what caches of the model's outputs are keyed by
+    shape: tuple[int, ...]  # what the solver integrates (a latent model's latents)
+    stored_shape: tuple[int, ...] | None  # a sample in its shard (decoded images for a latent model)
+    decodes: bool
+    steps: StepPlan
+    schedule: str
+    schedule_config: dict
+    sampler: Sampler
+    search: dict | None  # the GITS search record, if the schedule was searched
+    seeds: tuple[int, ...]
+    batch_size: int
+    store_dir: Path  # the run's samples, cached by everything that changes them (resumable)
+    baseline: Comparison | None
+    reference: Comparison | None
+    eval: EvalSettings | None
+    features: Any  # metrics.evaluation.Prepared: the feature network and published statistics
+    grid_size: int  # images per panel of samples.png
+    outputs: Outputs
+
+
+def outputs_of(cfg: DictConfig) -> Outputs:
+    from hydra.core.hydra_config import HydraConfig
+
+    group = None
+    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
+        group = Path(HydraConfig.get().sweep.dir).name
+    loggers = tuple((str(name), container(node)) for name, node in (cfg.get("logger") or {}).items()
+                    if node and "_target_" in node)  # fmt: skip
+    run_dir = Path(cfg.paths.output_dir)
+    return Outputs(run_dir, Path(cfg.paths.cache_dir), resolved_config(cfg), loggers, group, run_dir.name)
+
+
+def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.Tensor:
+    """A fine polynomial schedule over the same interval as `sigmas` (ending at 0 if they do)."""
+    from fewstep.schedules import polynomial
+
+    ends_at_zero = bool(sigmas[-1] == 0)
+    last_positive = float(sigmas[-2] if ends_at_zero else sigmas[-1])
+    fine = polynomial(num_steps, last_positive, float(sigmas[0]), rho=rho)
+    return torch.cat([fine, fine.new_zeros(1)]) if ends_at_zero else fine
+
+
+def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
+    """The whole config checked first (no loading), then resolved. `runner` (a `fewstep.runner.LightningRunner`)
+    runs the GITS warm-up across ranks and broadcasts the search; it is started only after the data, the model and
+    the feature network have loaded, so that a config error never waits for Lightning."""
+    from fewstep.config.checks import check_common, check_nfe, dry_run
+    from fewstep.utils.options import options_like, signature_defaults
+
+    # 1. checks, before anything loads
+    check_common(cfg)
+    check_run(cfg)
+    spec = get_solver(cfg.solver.name)
+    solver_cfg = container(cfg.solver)
+    options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
+    options = options_like("solver", options, signature_defaults(spec.fn))
+    # an option given as {_target_: ..., _partial_: true} is a user callable (e.g. an ER-SDE noise scale phi)
+    from hydra.utils import instantiate
+
+    options = {k: instantiate(v) if isinstance(v, dict) and "_target_" in v else v for k, v in options.items()}
+    sigma_min, sigma_max = float(cfg.model.sigma_min), float(cfg.model.sigma_max)
+    schedule_cfg = container(cfg.schedule)
+    sigmas, steps = build_sigmas(schedule_cfg, spec, check_nfe(cfg), solver_cfg.get("afs", "auto"),
+                                 cfg.denoise_to_zero, sigma_min, sigma_max)  # fmt: skip
+    dry_run(spec, options, sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max))
+    settings = eval_settings(cfg.eval) if evaluate else None
+    baseline_name = baseline_schedule(cfg) if evaluate else None
+
+    # 2. data and model, their declared traits checked against the config
+    dataset = build_dataset(cfg)
+    denoiser = build_denoiser(cfg, dataset)
+    declared = traits(denoiser)
+    model_name = choice(cfg, "model")
+    check_sigma_range(declared, sigma_min, sigma_max, model_name)
+    shape = sample_shape(declared, dataset, model_name, choice(cfg, "dataset"))
+    afs_prior = None
+    if steps.afs:
+        afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
+    identity = model_identity(container(cfg.model), dataset, denoiser, container(cfg.trainer))
+    sampler = Sampler(spec, sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max),
+                      options, afs_prior)  # fmt: skip
+    features = None
+    if settings is not None:
+        from fewstep.metrics.evaluation import prepare_features  # torchmetrics loads only now
+
+        features = prepare_features(settings, dataset)  # bad feature/statistics settings fail before sampling
+
+    # 3. the searched schedule (GITS), through the runner
+    search = None
+    batch_size = int(cfg.batch_size)
+    if sigmas is None:
+        sampler_key = {"solver": solver_cfg, "afs_prior": type(afs_prior).__name__}  # what picks the AFS step
+        search = search_gits(runner, schedule_cfg, steps, sampler, sampler_key, denoiser, shape, identity,
+                             (sigma_min, sigma_max), Path(cfg.paths.cache_dir), batch_size)  # fmt: skip
+        sigmas = torch.tensor(search["sigmas"], dtype=torch.float64)
+        if steps.denoise_to_zero:
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+        sampler = sampler.with_sigmas(sigmas)
+
+    # 4. what is sampled, where it is stored, and what it is compared with
+    cache_dir = Path(cfg.paths.cache_dir)
+    seeds = tuple(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
+    baseline = reference = None
+    if baseline_name is not None:
+        base_sigmas, _ = build_sigmas({"name": baseline_name}, spec, steps.nfe, steps.afs, steps.denoise_to_zero,
+                                      sigma_min, sigma_max)  # fmt: skip
+        baseline = Comparison(baseline_name, sampler.with_sigmas(base_sigmas),
+                              samples_dir(cache_dir, identity, solver_cfg, base_sigmas, steps.afs))  # fmt: skip
+    if evaluate and cfg.eval.reference.solver:  # null: no truncation error (e.g. 50k samples of a large model)
+        reference = reference_comparison(container(cfg.eval.reference), sigmas, identity, shape, cache_dir)
+    return RunPlan(
+        dataset=dataset, denoiser=denoiser, model_name=str(cfg.model.name), identity=identity, shape=shape,
+        stored_shape=stored_shape(declared, shape), decodes=declared.decodes, steps=steps,
+        schedule=str(cfg.schedule.name), schedule_config=schedule_cfg, sampler=sampler, search=search, seeds=seeds,
+        batch_size=batch_size, store_dir=samples_dir(cache_dir, identity, solver_cfg, sigmas, steps.afs),
+        baseline=baseline, reference=reference, eval=settings, features=features,
+        grid_size=int(cfg.eval.grid_size) if evaluate else 0, outputs=outputs_of(cfg),
+    )  # fmt: skip
+
+
+def baseline_schedule(cfg: DictConfig) -> str | None:
+    """The hand-crafted schedule compared on the same seeds (`eval.baseline`); None when it is off or is the run's
+    own schedule."""
+    name = cfg.eval.get("baseline")
+    if not name or name == cfg.schedule.name:
+        return None
+    if name in ("gits", "explicit"):
+        raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, "
+                           "time_uniform or time_quadratic (or null for no baseline)")  # fmt: skip
+    return str(name)
+
+
+def samples_dir(cache_dir: Path, identity: dict, solver_cfg: dict, sigmas: torch.Tensor, afs: bool) -> Path:
+    """Samples are cached by every setting that changes a seed's sample, so re-running the same command resumes
+    where a stopped run left off, and a sweep's baseline is another job's run."""
+    key = content_key({**identity, "solver": solver_cfg, "sigmas": sigmas.tolist(), "afs": afs})
+    return cache_dir / "samples" / key
+
+
+def reference_comparison(reference: dict, sigmas, identity: dict, shape, cache_dir: Path) -> Comparison:
+    """The high-NFE solution from the same noise, cached per (data, model, interval, reference solver)."""
+    fine = reference_sigmas(sigmas, int(reference["num_steps"]), float(reference["rho"]))
+    key = content_key({**identity, "shape": shape, "reference": reference, "sigmas": fine.tolist()})
+    spec = get_solver(reference["solver"])
+    label = f"reference solution ({spec.name}, {reference['num_steps']} steps)"
+    return Comparison(label, Sampler(spec, fine), cache_dir / "reference" / key)
+
+
+def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, sampler_key: dict, denoiser, shape,
+                identity: dict, sigma_range: tuple, cache_dir: Path, batch_size: int) -> dict:  # fmt: skip
+    """The GITS search record for this step plan: warm-up through the runner, DP on the main process."""
+    from fewstep.schedules.gits import GitsCache, afs_insertion, gits_settings, search
+
+    settings = gits_settings(schedule_cfg)
+    num_steps = steps.num_steps - int(steps.denoise_to_zero)
+    afs = None
+    if steps.afs and runner.is_main:
+        first = int(settings.warmup_seed)
+        seeds = list(range(first, first + min(int(settings.afs_batch), int(settings.num_warmup))))
+        afs = lambda path, grid, teacher: afs_insertion(  # noqa: E731 - the model is on the device only now
+            denoiser, shape, sampler, seeds, runner.place(denoiser)
+        )(path, grid, teacher)
+    if steps.afs and afs is None:
+        afs = lambda path, grid, teacher: (path, None)  # noqa: E731 - other ranks: the main one decides
+    return search(
+        settings, sigma_min=sigma_range[0], sigma_max=sigma_range[1], num_steps=num_steps,
+        warmup=runner.warmup(denoiser, shape, batch_size), afs=afs, afs_key=sampler_key if steps.afs else None,
+        cache=GitsCache(cache_dir / "gits", {**identity, "shape": list(shape)}),
+        is_main=runner.is_main, broadcast=runner.broadcast,
+    )  # fmt: skip

@@ -1,0 +1,60 @@
+"""GITS settings: the one source of their defaults (the reference code's), checked as a whole.
+
+`conf/schedule/gits.yaml` lists the same keys so that Hydra overrides like `schedule.coeff=1.2` compose; a test
+holds it equal to `DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from fewstep.errors import FewstepError
+from fewstep.utils.options import MAX_SEED, integer, options_like, reject_unknown
+
+
+@dataclass(frozen=True)
+class GitsSettings:
+    base: str = "polynomial"  # base grid schedule
+    rho: float = 7.0  # its exponent (polynomial, discrete)
+    base_options: dict = field(default_factory=dict)  # other options of the base schedule
+    grid_size: int = 61  # grid points
+    teacher: str = "ipndm"  # teacher solver on the grid
+    teacher_order: int = 4  # its max_order
+    num_warmup: int = 256  # warm-up trajectories
+    warmup_seed: int = 1_000_000  # warm-up seeds: warmup_seed .. warmup_seed + num_warmup - 1
+    coeff: float = 1.15  # DP discount: V_k(i) = min_j C[i, j] + coeff * V_{k-1}(j)
+    metric: str = "dev"  # l1 | l2 | dev (deviation from the chord x_T -> x_0)
+    afs_insert: bool = True  # with AFS: DP over one step fewer, then the AFS step where the solver lands closest
+    afs_batch: int = 32  # warm-up seeds that pick the AFS step
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def warmup_part(self) -> dict:
+        """The settings the cost matrix depends on (not the DP's or the AFS insertion's)."""
+        return {k: v for k, v in self.as_dict().items() if k not in ("coeff", "afs_insert", "afs_batch")}
+
+
+DEFAULTS: dict = GitsSettings().as_dict()
+
+
+def gits_settings(options: dict | GitsSettings | None = None) -> GitsSettings:
+    """Settings from `options` (a config's `schedule` without its name, or keyword arguments): unknown names,
+    wrong types and impossible values are one error each, before any work."""
+    from fewstep.schedules import SCHEDULES
+    from fewstep.schedules.gits.kernel import METRICS
+
+    if isinstance(options, GitsSettings):
+        options = options.as_dict()
+    options = {k: v for k, v in (options or {}).items() if k != "name"}
+    reject_unknown("schedule 'gits'", options, DEFAULTS)
+    values = options_like("schedule", {**DEFAULTS, **options}, DEFAULTS)
+    values["base_options"] = dict(values["base_options"] or {})
+    integer("schedule.warmup_seed", values["warmup_seed"], 0, MAX_SEED - max(int(values["num_warmup"]), 0))
+    if values["metric"] not in METRICS:
+        raise FewstepError(f"schedule.metric must be one of {list(METRICS)}, got {values['metric']!r}")
+    if values["base"] not in SCHEDULES:
+        raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
+    if int(values["num_warmup"]) < 1 or int(values["grid_size"]) < 3 or not values["coeff"] > 0:
+        raise FewstepError("gits needs num_warmup >= 1, grid_size >= 3 and coeff > 0")
+    return GitsSettings(**{f.name: values[f.name] for f in fields(GitsSettings)})
