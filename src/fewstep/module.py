@@ -1,4 +1,5 @@
-"""Lightning modules: seeds in, work sharded over ranks EDM-style (no duplicates, no padding).
+"""Lightning modules: seeds in, work sharded over ranks EDM-style (no duplicates, no padding); and the EDM
+training module of `task=train`.
 
 `SamplingModule` samples and writes each batch atomically through `ShardWriter`; `WarmupModule` runs GITS
 teacher trajectories and accumulates cost sums that the caller all-reduces.
@@ -6,6 +7,7 @@ teacher trajectories and accumulates cost sums that the caller all-reduces.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -18,6 +20,8 @@ from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.errors import NonFiniteError
 from fewstep.metrics.quantize import quantize
 from fewstep.models.denoiser import decode
+from fewstep.models.training import edm_loss, ema_decay
+from fewstep.models.unet import EDMPrecond
 from fewstep.schedules.gits import WarmupJob, warmup_batch
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
@@ -154,6 +158,64 @@ class WarmupModule(SeedShardedModule):
         total = strategy.reduce(self.cost_sum.to(device), reduce_op="sum").cpu()
         count = strategy.reduce(torch.tensor(float(self.count), device=device), reduce_op="sum")
         return total, int(count.item())
+
+
+class DiffusionTraining(L.LightningModule):
+    """Trains `model` with the EDM loss; `ema` (same architecture) is what gets saved and sampled."""
+
+    def __init__(self, model: EDMPrecond, lr: float = 1e-3, warmup_steps: int = 50, p_mean: float = -1.2,
+                 p_std: float = 1.2, ema_halflife_images: float = 10_000, ema_rampup: float | None = 0.1):  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.lr, self.warmup_steps = float(lr), int(warmup_steps)
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.ema_halflife_images, self.ema_rampup = float(ema_halflife_images), ema_rampup
+        self.images_seen = 0
+        self.losses: list[float] = []
+        self.initial_loss: float | None = None  # the fixed-noise loss before any training (set by the task)
+        self.network: dict = {}  # the network's config, kept in checkpoints to check a resume against
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        (images,) = batch
+        self.batch_images = images.shape[0]
+        loss = edm_loss(self.model, images, self.p_mean, self.p_std)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the EDM loss is {loss.item()} at step {self.global_step}; lower task.lr")
+        self.losses.append(loss.item())
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update: both happen before any checkpoint of this step is written."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_ema(self.batch_images * self.trainer.world_size)
+
+    def update_ema(self, batch_size: int) -> None:
+        self.images_seen += batch_size
+        beta = ema_decay(self.images_seen, batch_size, self.ema_halflife_images, self.ema_rampup)
+        with torch.no_grad():
+            for ema, live in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                ema.lerp_(live, 1 - beta)
+            for ema, live in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                ema.copy_(live)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        warmup = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / max(1, self.warmup_steps))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fewstep"] = {"images_seen": self.images_seen, "losses": self.losses,
+                                 "initial_loss": self.initial_loss, "network": self.network}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("fewstep", {})
+        self.images_seen = int(saved.get("images_seen", 0))
+        self.losses = list(saved.get("losses", []))
+        self.initial_loss = saved.get("initial_loss", self.initial_loss)
 
 
 class LabelledProgressBar(TQDMProgressBar):

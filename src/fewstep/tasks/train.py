@@ -57,7 +57,7 @@ def train(cfg) -> dict | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fewstep.models.training import DiffusionTraining
+    from fewstep.module import DiffusionTraining
 
     task = cfg.task
     if int(task.steps) < 1 or int(task.batch_size) < 1:

@@ -1,0 +1,227 @@
+"""The public Python API: few-step sampling, schedule search and scoring for any denoiser `D(x, sigma)`.
+
+    import fewstep
+    schedule = fewstep.search_schedule(my_denoiser, shape=(1, 28, 28), nfe=5, solver="ipndm")
+    x = fewstep.sample(my_denoiser, solver="ipndm", sigmas=schedule, seeds=range(64))
+    scores = fewstep.evaluate(x, data=my_images)
+
+The same pieces the command line runs (solvers, `Sampler`, GITS's search, the EDM-style scoring), without Hydra
+or Lightning: everything runs in this process. Sample `k` depends on its seed only, never on the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from fewstep.errors import FewstepError
+from fewstep.models.denoiser import traits, weights_fingerprint
+from fewstep.schedules.gits.schedule import Schedule
+from fewstep.solvers.sampler import Sampler  # noqa: F401 - fewstep.Sampler
+
+
+def _shape(denoiser, shape) -> tuple[int, ...]:
+    declared = traits(denoiser)
+    shape = shape or declared.sample_shape or declared.image_shape
+    if not shape:
+        raise FewstepError("give shape=(C, H, W): the denoiser declares no sample_shape or image_shape")
+    return tuple(int(d) for d in shape)
+
+
+def _afs_prior(afs_prior, data):
+    if afs_prior is None or callable(afs_prior):
+        return afs_prior
+    from fewstep.solvers import make_afs_prior
+
+    return make_afs_prior(str(afs_prior), data)
+
+
+def _device(denoiser, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    if isinstance(denoiser, torch.nn.Module):
+        for tensor in [*denoiser.parameters(), *denoiser.buffers()]:
+            return tensor.device
+    return torch.device("cpu")
+
+
+def sample(
+    denoiser,
+    solver: str = "ipndm",
+    sigmas=None,
+    seeds: Iterable[int] = range(16),
+    shape: tuple[int, ...] | None = None,
+    *,
+    afs_prior=None,
+    afs_data: torch.Tensor | None = None,
+    batch_size: int = 64,
+    device=None,
+    decode: bool = True,
+    **options,
+) -> torch.Tensor:
+    """Samples (one per seed, in seed order) from `solver` on `sigmas`, started from per-seed noise at sigmas[0].
+
+    `sigmas`: a 1-D decreasing list or tensor (a final 0 denoises) or a `Schedule` from `search_schedule`.
+    `afs_prior`: None, "gaussian" (moments of `afs_data`, else N(0, 0.5^2)), "reference" or a closed-form
+    denoiser answering the first call (AFS: one NFE fewer). Solver options (max_order=3, ...) are checked
+    against the solver's signature. A latent model's samples are decoded unless decode=False."""
+    from fewstep.data.seeds import seeded_noise
+    from fewstep.models.denoiser import decode as decoded
+    from fewstep.schedules import validate_sigmas
+
+    if sigmas is None:
+        raise FewstepError("give sigmas=[...] (e.g. fewstep.schedules.polynomial(10, 0.002, 80.0)) or a Schedule")
+    if isinstance(sigmas, Schedule):
+        sigmas = sigmas.sigmas
+    declared = traits(denoiser)
+    low, high = declared.sigma_range or (None, None)
+    sigmas = validate_sigmas(torch.as_tensor(sigmas, dtype=torch.float64).tolist(), low, high)
+    sampler = Sampler.of(solver, sigmas, _afs_prior(afs_prior, afs_data), **options)
+    shape, device = _shape(denoiser, shape), _device(denoiser, device)
+    seeds = torch.as_tensor(list(seeds), dtype=torch.long)
+    out = []
+    with torch.no_grad():
+        for chunk in seeds.split(int(batch_size)):
+            x = sampler(denoiser, seeded_noise(chunk, shape).to(device), chunk)
+            if not bool(torch.isfinite(x).all()):
+                raise FewstepError(f"non-finite samples for seeds {int(chunk[0])}..{int(chunk[-1])}: the denoiser "
+                                   "returned NaN/inf (check its sigma range)")  # fmt: skip
+            out.append(decoded(denoiser, x) if decode and declared.decodes else x)
+    return torch.cat(out)
+
+
+def search_schedule(
+    denoiser,
+    *,
+    shape: tuple[int, ...] | None = None,
+    nfe: int = 5,
+    solver: str = "ipndm",
+    method: str = "gits",
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    afs="auto",
+    afs_prior="gaussian",
+    afs_data: torch.Tensor | None = None,
+    denoise_to_zero: bool = False,
+    batch_size: int = 64,
+    device=None,
+    cache_dir: str | Path | None = None,
+    cache_key: str | None = None,
+    solver_options: dict | None = None,
+    **settings,
+) -> Schedule:
+    """A schedule searched for `denoiser` and `solver` at `nfe` denoiser evaluations (GITS: teacher trajectories on
+    a fine grid, a one-step cost matrix, dynamic programming; `settings` are GITS's, e.g. num_warmup=256,
+    coeff=1.15, grid_size=61, metric="dev"). `.sigmas` go straight into `sample(...)`.
+
+    With `cache_dir`, the cost matrix and the schedule are cached (checksummed, checked on reading); the denoiser
+    is identified by its weights, or by `cache_key` for a callable without any."""
+    from fewstep.schedules.gits import GitsCache, afs_insertion, gits_settings, local_warmup, search
+    from fewstep.solvers import check_options, get_solver, plan_steps
+
+    if method != "gits":
+        raise FewstepError(f"method={method!r} is not a schedule search here; use method='gits'")
+    spec = get_solver(solver)
+    options = check_options(spec, dict(solver_options or {}))
+    plan = plan_steps(spec, int(nfe), afs, bool(denoise_to_zero))
+    gits = gits_settings(settings)
+    shape, device = _shape(denoiser, shape), _device(denoiser, device)
+    declared = traits(denoiser)
+    if declared.sigma_range is not None:
+        from fewstep.schedules.handcrafted import inside_range
+
+        if not inside_range(sigma_min, sigma_max, declared.sigma_range):
+            low, high = declared.sigma_range
+            raise FewstepError(f"the denoiser was trained for sigma in [{low:.6g}, {high:.6g}]; pass sigma_min and "
+                               "sigma_max inside that range")  # fmt: skip
+    num_steps = plan.num_steps - int(plan.denoise_to_zero)
+    afs = afs_key = None
+    if plan.afs:
+        prior = _afs_prior(afs_prior, afs_data)
+        seeds = list(range(gits.warmup_seed, gits.warmup_seed + min(gits.afs_batch, gits.num_warmup)))
+        afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior), seeds, device)
+        afs_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}
+    cache = None
+    if cache_dir is not None:
+        key = cache_key or weights_fingerprint(denoiser)
+        if key is None:
+            raise FewstepError("cache_dir needs cache_key='...' naming this denoiser (it has no weights to hash)")
+        cache = GitsCache(Path(cache_dir) / "gits", {"model": key, "shape": list(shape)})
+    record = search(gits, sigma_min=float(sigma_min), sigma_max=float(sigma_max), num_steps=num_steps,
+                    warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=afs_key,
+                    cache=cache)  # fmt: skip
+    sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
+    if plan.denoise_to_zero:
+        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+    return Schedule(sigmas, {**record, "plan": plan.describe(), "solver": spec.name, "nfe": plan.nfe})
+
+
+class _InMemory:
+    """A sample store over tensors held in memory (what `metrics.evaluation.evaluate` reads shards through)."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def load(self, keys: list[int]) -> torch.Tensor:
+        return self.images[keys]
+
+
+class _OneProcess:
+    """`metrics.evaluation.evaluate`'s view of a run in this process alone (what a Trainer offers under DDP)."""
+
+    global_rank, world_size, is_global_zero = 0, 1, True
+
+    def __init__(self, device: torch.device):
+        from types import SimpleNamespace
+
+        self.strategy = SimpleNamespace(root_device=device)
+
+
+def evaluate(
+    samples: torch.Tensor,
+    data=None,
+    *,
+    reference: torch.Tensor | None = None,
+    features: str = "auto",
+    features_path: str | None = None,
+    reference_stats: str | None = None,
+    bootstrap: int = 25,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    batch_size: int = 256,
+    cache_dir: str | Path | None = None,
+    device="cpu",
+) -> dict:
+    """Scores as the command line computes them: images clipped and quantised to uint8 as EDM's `fid.py` sees
+    them, then FD in pixels, FID/KID in a feature space (with `fid_std` from a bootstrap and `kid_std`), and with
+    `reference` (a high-NFE solution from the same seeds) the truncation error and `fid_vs_reference`.
+
+    `samples` and `reference`: (N, C, H, W) in [-1, 1]. `data`: the dataset's images (a tensor) or an
+    `ImageDataset`; without it, `reference_stats` (an npz with mu and sigma) gives the FID."""
+    import tempfile
+
+    from fewstep.data import ImageDataset
+    from fewstep.metrics.evaluation import evaluate as evaluate_stores
+    from fewstep.metrics.evaluation import prepare_features
+    from fewstep.metrics.settings import EvalSettings
+
+    if data is None:
+        dataset = ImageDataset("data", torch.empty(0, *samples.shape[1:]))
+    elif isinstance(data, ImageDataset):
+        dataset = data
+    else:
+        dataset = ImageDataset("data", torch.as_tensor(data, dtype=torch.float32))
+    if dataset.shape and tuple(samples.shape[1:]) != dataset.shape:
+        raise FewstepError(f"samples are {tuple(samples.shape[1:])} but the data {dataset.shape}")
+    if reference is not None and reference.shape != samples.shape:
+        raise FewstepError(f"reference has shape {tuple(reference.shape)}, the samples {tuple(samples.shape)}")
+    settings = EvalSettings(features=features, features_path=features_path, reference_stats=reference_stats,
+                            bootstrap=bootstrap, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)  # fmt: skip
+    prepared = prepare_features(settings, dataset)
+    seeds = list(range(len(samples)))
+    with tempfile.TemporaryDirectory() as scratch:
+        return evaluate_stores(_OneProcess(torch.device(device)), seeds, {"": _InMemory(samples.cpu())},
+                               _InMemory(reference.cpu()) if reference is not None else None, dataset, prepared,
+                               Path(cache_dir) if cache_dir else Path(scratch), batch_size, settings)  # fmt: skip

@@ -1,0 +1,121 @@
+"""The public Python API: the README's example from a temporary directory, and agreement with the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fewstep
+from fewstep.data import digits, seeded_noise
+from fewstep.errors import FewstepError
+from fewstep.models import KDEDenoiser
+from fewstep.schedules import polynomial
+from fewstep.solvers import dpm, ipndm
+
+from .conftest import QUICK
+from .test_readme import pixel_fd_with_numpy
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+
+
+def test_the_readme_example_runs_from_a_temporary_directory(tmp_path):
+    script = tmp_path / "example.py"
+    script.write_text(readme_example())
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("Schedule(sigmas=[80, ") and "indices=[0, " in lines[0]
+    scores = {line.split(":")[0]: line for line in lines[1:]}
+    assert set(scores) == {"gits", "polynomial"} and all("FD " in line and " ± " in line for line in scores.values())
+    assert (tmp_path / "gits.png").stat().st_size > 10_000
+    readme_output = README.read_text().split("## Python API", 1)[1].split("```\n\n```\n", 1)[1].split("```")[0]
+    assert readme_output.splitlines()[0] == lines[0]  # the README shows what the example prints
+
+
+@pytest.fixture(scope="module")
+def kde():
+    return KDEDenoiser(digits().images)
+
+
+def test_sample_is_the_solver_from_per_seed_noise_whatever_the_batch(kde):
+    sigmas = polynomial(6, 0.002, 80.0)
+    seeds = list(range(10, 22))
+    samples = fewstep.sample(kde, solver="ipndm", sigmas=sigmas, seeds=seeds, shape=(1, 8, 8))
+    direct = ipndm(kde, seeded_noise(torch.tensor(seeds), (1, 8, 8)) * 80.0, sigmas)
+    assert torch.equal(samples, direct)
+    assert torch.equal(samples, fewstep.sample(kde, "ipndm", sigmas, seeds, (1, 8, 8), batch_size=5))
+    with_option = fewstep.sample(kde, "dpm", sigmas, seeds[:3], (1, 8, 8), r=0.4)
+    assert torch.equal(with_option, dpm(kde, seeded_noise(torch.tensor(seeds[:3]), (1, 8, 8)) * 80.0, sigmas, r=0.4))
+
+
+def test_bad_api_input_is_one_clear_error(kde):
+    sigmas = polynomial(6, 0.002, 80.0)
+    with pytest.raises(FewstepError, match=r"solver 'ipndm' takes options .*'max_order'.*, not \['order'\]"):
+        fewstep.sample(kde, "ipndm", sigmas, range(2), (1, 8, 8), order=3)
+    with pytest.raises(FewstepError, match="strictly decreasing"):
+        fewstep.sample(kde, "euler", [1.0, 2.0], range(2), (1, 8, 8))
+    with pytest.raises(FewstepError, match="give shape="):
+        fewstep.sample(lambda x, s: x, "euler", sigmas, range(2))
+    with pytest.raises(FewstepError, match="method='gits'"):
+        fewstep.search_schedule(kde, shape=(1, 8, 8), method="oss")
+    with pytest.raises(FewstepError, match="takes options"):
+        fewstep.search_schedule(kde, shape=(1, 8, 8), coef=1.2)
+    with pytest.raises(FewstepError, match="cache_key="):
+        fewstep.search_schedule(lambda x, s: x, shape=(1, 8, 8), num_warmup=2, cache_dir="unused")
+
+
+GITS = ["dataset=digits", "schedule=gits", "schedule.num_warmup=12", "schedule.grid_size=21", "batch_size=4",
+        "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+@pytest.mark.parametrize("solver, nfe", [("ipndm", 5), ("dpm", 5)])  # dpm at odd NFE: the AFS step is inserted
+def test_search_schedule_finds_the_command_lines_schedule(make_cfg, kde, solver, nfe):
+    searched = fewstep.run(make_cfg(*GITS, "task=search", f"solver={solver}", f"nfe={nfe}"))
+    schedule = fewstep.search_schedule(kde, shape=(1, 8, 8), nfe=nfe, solver=solver, num_warmup=12, grid_size=21,
+                                       batch_size=4, afs_data=digits().images)  # fmt: skip
+    assert schedule.indices == searched["indices"]
+    assert schedule.sigmas.tolist() == searched["sigmas"]
+    assert schedule.cost.shape == (21, 21) and schedule.grid[0] == 80.0
+    assert schedule.to_diffusers()["sigmas"] == [s for s in searched["sigmas"] if s > 0]
+
+
+def test_search_schedule_cache_is_reused_and_checked(kde, tmp_path, caplog):
+    args = {"shape": (1, 8, 8), "nfe": 4, "solver": "euler", "num_warmup": 6, "grid_size": 11}
+    first = fewstep.search_schedule(kde, cache_dir=tmp_path, cache_key="digits-kde", **args)
+    (schedule_file,) = (tmp_path / "gits" / "schedules").glob("*.json")
+    assert fewstep.search_schedule(kde, cache_dir=tmp_path, cache_key="digits-kde", **args).indices == first.indices
+    record = json.loads(schedule_file.read_text())
+    record["indices"][1] += 1  # altered after it was written: the checksum no longer matches
+    schedule_file.write_text(json.dumps(record))
+    again = fewstep.search_schedule(kde, cache_dir=tmp_path, cache_key="digits-kde", **args)
+    assert again.indices == first.indices and "damaged GITS schedule cache" in caplog.text
+
+
+def test_evaluate_equals_the_command_lines_scores(make_cfg, tmp_path):
+    import numpy as np
+
+    metrics = fewstep.run(make_cfg(*QUICK, "dataset=mnist5k", "eval/features=pixels", "eval.save_npz=true",
+                                   "eval.baseline=null"))  # fmt: skip
+    run_dir = tmp_path / "run"
+    images = np.load(run_dir / "samples.npz")["arr_0"]
+    samples = torch.from_numpy(images).permute(0, 3, 1, 2).double() / 127.5 - 1  # the scored uint8 images
+    from fewstep.data import mnist5k
+
+    scores = fewstep.evaluate(samples.float(), data=mnist5k().images, features="pixels",
+                              bootstrap=0, kid_subsets=10)  # fmt: skip
+    assert scores["fd"] == pytest.approx(metrics["fd"], rel=1e-9)
+    assert scores["fd"] == pytest.approx(pixel_fd_with_numpy(images), rel=1e-5)
