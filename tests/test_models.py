@@ -205,7 +205,8 @@ def test_setup_checks_shape_and_sigma_range(make_cfg, tmp_path):
     with pytest.raises(FewstepError, match="trained for sigma in \\[0.01, 20\\]"):
         build_plan(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits"), evaluate=False)
     plan = build_plan(make_cfg("model=unet", f"model.denoiser.path={path}", "dataset=digits", "model.sigma_min=0.01",
-                                 "model.sigma_max=20", "solver=dpm", "nfe=5"), evaluate=False)  # fmt: skip
+                                 "model.sigma_max=20", "solver=dpm", "nfe=5", "schedule=polynomial"),
+                      evaluate=False)  # fmt: skip
     assert plan.shape == (1, 8, 8) and plan.identity["weights"]
     with pytest.raises(FewstepError, match="makes 1x8x8 images but dataset=mnist5k has 1x28x28"):
         build_plan(

@@ -58,7 +58,6 @@ def test_bad_input_is_one_error_before_anything_loads(make_cfg, monkeypatch, ove
         raise AssertionError("the data or the model was loaded before the config was checked")
 
     monkeypatch.setattr("fewstep.config.plan.build_dataset", no_loading)
-    monkeypatch.setattr("fewstep.tasks.analyze.build_dataset", no_loading)
     cfg = make_cfg(*QUICK, *overrides)
     with pytest.raises(FewstepError) as err:
         run(cfg)

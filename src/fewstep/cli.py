@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import inspect
 
-_NOT_OPTIONS = {"denoiser", "x", "sigmas", "callback", "afs", "noise", "num_steps", "sigma_min", "sigma_max"}
-
 
 def _options(fn) -> str:
+    from fewstep.schedules import SCHEDULE_ARGUMENTS
+    from fewstep.solvers import SOLVER_ARGUMENTS
+
     params = inspect.signature(fn).parameters.values()
-    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.name not in _NOT_OPTIONS) or "-"
+    positional = {*SOLVER_ARGUMENTS, *SCHEDULE_ARGUMENTS}
+    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.name not in positional) or "-"
 
 
 def solvers_table() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -18,8 +19,9 @@ from torch.utils.data import DataLoader
 
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.errors import NonFiniteError
+from fewstep.geometry.recording import record_trajectories, write_batch
 from fewstep.metrics.quantize import quantize
-from fewstep.models.denoiser import decode
+from fewstep.models.denoiser import bind_seeds, decode
 from fewstep.models.training import edm_loss, ema_decay
 from fewstep.models.unet import EDMPrecond
 from fewstep.schedules.gits import WarmupJob, warmup_batch
@@ -216,6 +218,34 @@ class DiffusionTraining(L.LightningModule):
         self.images_seen = int(saved.get("images_seen", 0))
         self.losses = list(saved.get("losses", []))
         self.initial_loss = saved.get("initial_loss", self.initial_loss)
+
+
+class TrajectoryModule(SeedShardedModule):
+    """`task=analyze`: each batch's whole trajectories, reduced at once by `measure(batch, denoiser, shape,
+    **helpers)` to per-sample measures; both are written to `folder/batch-NNNNNN.npz`, NNNNNN the batch's place in
+    the seed order, so any number of ranks writes the same files."""
+
+    def __init__(self, denoiser, sampler: Sampler, shape, seeds, batch_size, folder, measure, helpers=None):
+        steps = len(sampler.sigmas) - 1
+        super().__init__(denoiser, shape, seeds, batch_size, f"trajectories: {steps} {sampler.name} steps")
+        self.sampler, self.folder, self.measure = sampler, Path(folder), measure
+        self.helpers = torch.nn.ModuleDict(helpers or {})  # moved to the device with the module
+        self.index: dict[int, int] = {}
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        batches = rank_batches(self.seeds, self.batch_size, rank, world)
+        self.index = {int(batch[0]): rank + k * world for k, batch in enumerate(batches)}
+        self.report(self.seeds)
+        return DataLoader(batches, batch_size=None, shuffle=False)
+
+    def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
+        sigmas = self.sampler.sigmas
+        x = seeded_noise(seeds, self.shape).to(self.device) * float(sigmas[0])
+        batch = record_trajectories(self.sampler.as_solver(seeds), self.denoiser, x, sigmas, seeds=seeds)
+        measures = self.measure(batch, bind_seeds(self.denoiser, seeds, x.device), self.shape, **self.helpers)
+        write_batch(self.folder, self.index[int(seeds[0])], batch, {f"measure_{k}": v for k, v in measures.items()})
+        info(f"recorded {len(seeds)} trajectories of {len(sigmas) - 1} {self.sampler.name} steps")
 
 
 class LabelledProgressBar(TQDMProgressBar):

@@ -46,3 +46,23 @@ class LightningRunner:
             return module.reduced()
 
         return run
+
+
+class LocalRunner:
+    """This process alone, without Lightning: what `build_plan(cfg)` uses when no runner is given (notebooks)."""
+
+    is_main = True
+
+    def broadcast(self, payload):
+        return payload
+
+    def place(self, module):
+        import torch
+
+        tensors = [*module.parameters(), *module.buffers()] if isinstance(module, torch.nn.Module) else []
+        return tensors[0].device if tensors else torch.device("cpu")
+
+    def warmup(self, denoiser, shape: tuple[int, ...], batch_size: int) -> Callable:
+        from fewstep.schedules.gits import local_warmup
+
+        return local_warmup(denoiser, shape, batch_size, self.place(denoiser))

@@ -127,7 +127,7 @@ def build_sigmas(
 
         settings = gits_settings(schedule)  # reject bad options and impossible step counts before any work
         steps = plan.num_steps - int(denoise_to_zero) - int(settings.afs_insert and plan.afs)
-        check_steps(settings, steps, f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps, which")
+        check_steps(settings, steps, f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")
         return None, plan
     from fewstep.schedules import SCHEDULES
     from fewstep.utils.options import options_like, signature_defaults

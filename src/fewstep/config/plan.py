@@ -33,7 +33,7 @@ from fewstep.config.build import (
 from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.settings import EvalSettings
-from fewstep.models.denoiser import traits
+from fewstep.models.denoiser import Traits, traits
 from fewstep.solvers import Sampler, StepPlan, check_options, get_solver, make_afs_prior
 from fewstep.utils.storage import content_key
 
@@ -85,6 +85,29 @@ class RunPlan:
     outputs: Outputs
 
 
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """The data and the denoiser, with what the denoiser declares checked against the config."""
+
+    dataset: ImageDataset
+    denoiser: Any
+    name: str  # the model option as the user picked it (model=unet_mnist5k), for messages
+    traits: Traits
+    shape: tuple[int, ...]
+    identity: dict
+
+
+def load_model(cfg: DictConfig) -> LoadedModel:
+    dataset = build_dataset(cfg)
+    denoiser = build_denoiser(cfg, dataset)
+    declared = traits(denoiser)
+    name = choice(cfg, "model")
+    check_sigma_range(declared, float(cfg.model.sigma_min), float(cfg.model.sigma_max), name)
+    shape = sample_shape(declared, dataset, name, choice(cfg, "dataset"))
+    identity = model_identity(container(cfg.model), dataset, denoiser, container(cfg.trainer))
+    return LoadedModel(dataset, denoiser, name, declared, shape, identity)
+
+
 def outputs_of(cfg: DictConfig) -> Outputs:
     from hydra.core.hydra_config import HydraConfig
 
@@ -110,7 +133,8 @@ def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.
 def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     """The whole config checked first (no loading), then resolved. `runner` (a `fewstep.runner.LightningRunner`)
     runs the GITS warm-up across ranks and broadcasts the search; it is started only after the data, the model and
-    the feature network have loaded, so that a config error never waits for Lightning."""
+    the feature network have loaded, so that a config error never waits for Lightning. Without one, a search runs
+    in this process (`LocalRunner`)."""
     from fewstep.config.checks import check_common, check_nfe, dry_run
     from fewstep.utils.options import options_like, signature_defaults
 
@@ -134,16 +158,12 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     baseline_name = baseline_schedule(cfg) if evaluate else None
 
     # 2. data and model, their declared traits checked against the config
-    dataset = build_dataset(cfg)
-    denoiser = build_denoiser(cfg, dataset)
-    declared = traits(denoiser)
-    model_name = choice(cfg, "model")
-    check_sigma_range(declared, sigma_min, sigma_max, model_name)
-    shape = sample_shape(declared, dataset, model_name, choice(cfg, "dataset"))
+    model = load_model(cfg)
+    dataset, denoiser, declared, shape = model.dataset, model.denoiser, model.traits, model.shape
+    identity = model.identity
     afs_prior = None
     if steps.afs:
         afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
-    identity = model_identity(container(cfg.model), dataset, denoiser, container(cfg.trainer))
     sampler = Sampler(spec, sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max),
                       options, afs_prior)  # fmt: skip
     features = None
@@ -156,6 +176,10 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     search = None
     batch_size = int(cfg.batch_size)
     if sigmas is None:
+        if runner is None:
+            from fewstep.runner import LocalRunner
+
+            runner = LocalRunner()
         sampler_key = {"solver": solver_cfg, "afs_prior": type(afs_prior).__name__}  # what picks the AFS step
         search = search_gits(runner, schedule_cfg, steps, sampler, sampler_key, denoiser, shape, identity,
                              (sigma_min, sigma_max), Path(cfg.paths.cache_dir), batch_size)  # fmt: skip

@@ -80,21 +80,44 @@ def stream_to_npz(path: str | Path, batches: Iterable[Trajectories]) -> list[Pat
     The folder must not already hold batch files (a new run would silently mix with an old one).
     """
     folder = Path(path)
+    refuse_used_folder(folder)
+    return [write_batch(folder, index, traj) for index, traj in enumerate(batches)]
+
+
+def refuse_used_folder(folder: Path) -> None:
     if folder.is_dir() and any(folder.glob(BATCH_PATTERN)):
         raise FewstepError(f"{folder} already holds trajectory batches; write to an empty folder")
-    written = []
-    for index, traj in enumerate(batches):
-        arrays = {
-            "sigmas": traj.sigmas.detach().cpu().numpy(),
-            "states": traj.states.detach().cpu().numpy(),
-            "denoised": traj.denoised.detach().cpu().numpy(),
-        }
-        if traj.seeds is not None:
-            arrays["seeds"] = traj.seeds.detach().cpu().numpy()
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        written.append(atomic_write_bytes(folder / f"batch-{index:06d}.npz", buffer.getvalue()))
-    return written
+
+
+def write_batch(folder: Path, index: int, traj: Trajectories, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """`folder/batch-NNNNNN.npz` (NNNNNN = index): the trajectories and any `extra` arrays (per-sample measures)."""
+    arrays = {
+        "sigmas": traj.sigmas.detach().cpu().numpy(),
+        "states": traj.states.detach().cpu().numpy(),
+        "denoised": traj.denoised.detach().cpu().numpy(),
+    }
+    if traj.seeds is not None:
+        arrays["seeds"] = traj.seeds.detach().cpu().numpy()
+    arrays.update({name: value.detach().cpu().numpy() for name, value in (extra or {}).items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return atomic_write_bytes(Path(folder) / f"batch-{index:06d}.npz", buffer.getvalue())
+
+
+def read_batch(file: str | Path) -> tuple[Trajectories, dict[str, torch.Tensor]]:
+    """One file of `write_batch`: its trajectories and its extra arrays."""
+    with np.load(file, allow_pickle=False) as npz:
+        traj = Trajectories(
+            sigmas=torch.from_numpy(npz["sigmas"]),
+            states=torch.from_numpy(npz["states"]),
+            denoised=torch.from_numpy(npz["denoised"]),
+            seeds=torch.from_numpy(npz["seeds"]) if "seeds" in npz.files else None,
+        )
+        extra = {name: torch.from_numpy(npz[name]) for name in npz.files if name not in _TRAJECTORY_ARRAYS}
+    return traj, extra
+
+
+_TRAJECTORY_ARRAYS = ("sigmas", "states", "denoised", "seeds")
 
 
 def load_trajectories(path: str | Path) -> Trajectories:

@@ -24,7 +24,6 @@ Metrics (flat keys; `baseline_` in front for a baseline schedule's samples):
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import warnings
@@ -44,6 +43,7 @@ from fewstep.metrics.features import PixelFeatures, build_features
 from fewstep.metrics.frechet import FeatureStats, bootstrap_frechet, frechet_distance, mean_cov
 from fewstep.metrics.quantize import as_scored
 from fewstep.metrics.settings import EvalSettings
+from fewstep.utils.cache import CHECKSUM, read_entry, require, seal
 from fewstep.utils.storage import atomic_write_bytes, content_key
 
 log = logging.getLogger(__name__)
@@ -69,51 +69,48 @@ class DataStats:
     features: torch.Tensor | None = None  # per image (for KID), where kept
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        value = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{value.dtype}:{value.shape}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()[:32]
-
-
 def save_statistics(path: Path, mu: np.ndarray, sigma: np.ndarray, count: int, features=None) -> None:
-    arrays = {"mu": np.asarray(mu, np.float64), "sigma": np.asarray(sigma, np.float64), "count": np.asarray(count)}
+    """An npz of mu, sigma and count (what EDM/GITS publish), plus per-image features where kept, sealed with the
+    checksum of `utils.cache` (checked by `read_statistics`)."""
+    payload = {"mu": np.asarray(mu, np.float64), "sigma": np.asarray(sigma, np.float64), "count": int(count)}
     if features is not None:
-        arrays["features"] = np.asarray(features, np.float32)
+        payload["features"] = np.asarray(features, np.float32)
+    sealed = seal(payload)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays, checksum=np.asarray(_checksum(arrays)))
+    np.savez(buffer, **{k: np.asarray(v) for k, v in sealed.items()})
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _read_cached_statistics(path: Path, dim: int, need_features: bool) -> DataStats | None:
-    """The cached statistics if the file is whole and sound (checksum, shapes, finite); None means recompute."""
-    try:
-        with np.load(path) as cached:
-            arrays = {name: cached[name] for name in cached.files if name != "checksum"}
-            checksum = str(cached["checksum"])
-    except FileNotFoundError:
+def _load_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as stored:
+        entry = {name: stored[name] for name in stored.files}
+    for name in ("count", CHECKSUM):  # scalars, as they were sealed
+        if name in entry:
+            entry[name] = entry[name].item()
+    return entry
+
+
+def _check_statistics(dim: int):
+    def check(entry: dict) -> None:
+        mu, sigma, count = entry.get("mu"), entry.get("sigma"), entry.get("count")
+        require(isinstance(mu, np.ndarray) and isinstance(sigma, np.ndarray), "no mu and sigma")
+        require(mu.shape == (dim,) and sigma.shape == (dim, dim),
+                f"shapes {mu.shape}/{sigma.shape}, expected ({dim},)/({dim}, {dim})")  # fmt: skip
+        require(isinstance(count, int) and count >= 2, f"count {count!r}")
+        require(bool(np.isfinite(mu).all() and np.isfinite(sigma).all()), "non-finite values")
+        if "features" in entry:
+            require(entry["features"].shape == (count, dim), "per-image features of the wrong shape")
+
+    return check
+
+
+def read_statistics(path: Path, dim: int, need_features: bool) -> DataStats | None:
+    """The cached statistics if the entry is whole and sound (checksum, shapes, finite); None means recompute."""
+    entry = read_entry(path, _load_npz, _check_statistics(dim), "dataset statistics", "computing them again")
+    if entry is None or (need_features and "features" not in entry):  # kept without per-image features: compute
         return None
-    except Exception as err:
-        log.warning("damaged dataset statistics %s (%s): computing them again", path, err)
-        return None
-    problem = None
-    if checksum != _checksum(arrays):
-        problem = "checksum mismatch"
-    elif arrays["mu"].shape != (dim,) or arrays["sigma"].shape != (dim, dim) or int(arrays["count"]) < 2:
-        problem = f"shapes {arrays['mu'].shape}/{arrays['sigma'].shape}, expected ({dim},)/({dim}, {dim})"
-    elif not (np.isfinite(arrays["mu"]).all() and np.isfinite(arrays["sigma"]).all()):
-        problem = "non-finite values"
-    elif need_features and arrays.get("features", np.zeros((0, 0))).shape != (int(arrays["count"]), dim):
-        problem = None if "features" not in arrays else "per-image features of the wrong shape"
-        if problem is None:
-            return None  # an older entry without per-image features: compute them now
-    if problem:
-        log.warning("damaged dataset statistics %s (%s): computing them again", path, problem)
-        return None
-    features = torch.from_numpy(arrays["features"]) if "features" in arrays else None
-    return DataStats(arrays["mu"], arrays["sigma"], int(arrays["count"]), features)
+    features = torch.from_numpy(entry["features"]) if "features" in entry else None
+    return DataStats(entry["mu"], entry["sigma"], entry["count"], features)
 
 
 def dataset_statistics(
@@ -123,7 +120,7 @@ def dataset_statistics(
     """Mean, covariance (and per-image features) of the dataset's quantised images in a feature space, cached as
     npz per (dataset, extractor, resolution) and checked before use."""
     path = Path(cache_dir) / "refstats" / f"{content_key(key_parts)}.npz"
-    cached = _read_cached_statistics(path, dim, keep_features)
+    cached = read_statistics(path, dim, keep_features)
     if cached is not None:
         log.info("%s reused from %s (%d images)", label, path, cached.count)
         return cached

@@ -83,10 +83,20 @@ def weights_fingerprint(denoiser) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def sigma_per_sample(sigma: float | torch.Tensor, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Sigma as one value per sample, shape (batch,), whether given as a number, a 0-d tensor or one per sample:
+    how every model reads the `sigma` of `D(x, sigma)` (converted to `dtype` once, from float64)."""
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=device).reshape(-1)
+    if s.numel() not in (1, batch):
+        from fewstep.errors import FewstepError
+
+        raise FewstepError(f"sigma must be one value or one per sample ({batch}), got {s.numel()} values")
+    return s.expand(batch).to(dtype) if s.numel() == 1 else s.to(dtype)
+
+
 def sigma_column(sigma: float | torch.Tensor, batch: int, dtype: torch.dtype, device) -> torch.Tensor:
-    """Sigma as a (batch, 1) column, whether given as a number, a 0-d tensor or one value per sample."""
-    s = torch.as_tensor(sigma, dtype=torch.float64, device=device).reshape(-1, 1)
-    return s.expand(batch, 1).to(dtype) if s.shape[0] == 1 else s.to(dtype)
+    """Sigma as a (batch, 1) column (see `sigma_per_sample`)."""
+    return sigma_per_sample(sigma, batch, dtype, device).reshape(batch, 1)
 
 
 def for_seeds(denoiser, seeds: torch.Tensor):

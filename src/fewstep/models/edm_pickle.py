@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fewstep.errors import FewstepError
+from fewstep.models.denoiser import sigma_per_sample
 from fewstep.models.hub import resolve_pretrained
 
 RISK = (
@@ -45,8 +46,7 @@ class EDMNetwork(nn.Module):
         return EDMNetwork(self.net, self.labels, torch.eye(self.num_classes)[index])
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device).reshape(-1)
-        sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
+        sigma = sigma_per_sample(sigma, x.shape[0], torch.float32, x.device)
         labels = None
         if self.num_classes:
             if self.onehot is None:

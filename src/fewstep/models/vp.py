@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from fewstep.errors import FewstepError
+from fewstep.models.denoiser import sigma_per_sample
 from fewstep.schedules.handcrafted import inside_range
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -133,10 +134,9 @@ class VPDiscreteDenoiser(nn.Module):
         return self.cond
 
     def _sigma_per_sample(self, sigma: float | torch.Tensor, batch: int, device) -> torch.Tensor:
-        s = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
-        if s.numel() not in (1, batch):
-            raise FewstepError(f"sigma must be one value or one per sample ({batch}), got {s.numel()} values")
-        lo, hi = (s.item(), s.item()) if s.numel() == 1 else torch.stack(torch.aminmax(s)).tolist()  # one sync at most
+        where = sigma.device if isinstance(sigma, torch.Tensor) else "cpu"  # a number: checked without a device sync
+        s = sigma_per_sample(sigma, batch, torch.float64, where)
+        lo, hi = torch.stack(torch.aminmax(s)).tolist()
         sigma_min, sigma_max = self._sigma_range
         if not inside_range(lo, hi, self._sigma_range):  # a little outside: let through, timestep clamped
             given = f"sigma={lo:.6g}" if lo == hi else f"sigma in [{lo:.6g}, {hi:.6g}]"
@@ -144,7 +144,7 @@ class VPDiscreteDenoiser(nn.Module):
                 f"{given} is outside the model's trained range [{sigma_min:.6g}, "
                 f"{sigma_max:.6g}]; set model.sigma_min / model.sigma_max inside it"
             )
-        return s.to(device).expand(batch) if s.numel() == 1 else s.to(device)
+        return s.to(device)
 
     def _log_sigmas_on(self, device) -> torch.Tensor:
         device = torch.device(device)

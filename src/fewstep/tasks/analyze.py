@@ -1,19 +1,16 @@
 """`task=analyze`: the geometry of sampling trajectories for any dataset x model (Chen et al. 2023, 2024).
 
-Trajectories x(sigma) and the denoising trajectory D(x(sigma), sigma) are recorded on a fine polynomial grid in
-batches, streamed to `trajectories/*.npz`, and each batch is reduced at once to per-sample measures, so memory is
-bounded by one batch. Writes metrics.json (flat keys) and one PNG per view; both go to the active loggers.
+Trajectories x(sigma) and the denoising trajectory D(x(sigma), sigma) are recorded on a fine polynomial grid by
+the Lightning prediction loop (seeds sharded over ranks), each batch reduced at once to per-sample measures and
+written with them to `trajectories/batch-*.npz`, so memory is bounded by one batch. Rank 0 then summarises:
+metrics.json (flat keys) and one PNG per view; both go to the active loggers.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from fewstep.config.build import build_dataset, build_denoiser, check_sigma_range, choice, sample_shape
-from fewstep.config.plan import outputs_of
-from fewstep.data import seeded_noise
+from fewstep.config.plan import load_model, outputs_of
 from fewstep.errors import FewstepError
 from fewstep.geometry import (
     chord_deviation_curves,
@@ -21,21 +18,20 @@ from fewstep.geometry import (
     effective_modes,
     mean_shift_step,
     pca_explained_variance,
-    record_trajectories,
     score_deviation,
     shape_similarity,
-    stream_to_npz,
     turning_angles,
 )
+from fewstep.geometry.recording import BATCH_PATTERN, read_batch, refuse_used_folder
 from fewstep.models import KDEDenoiser
-from fewstep.models.denoiser import bind_seeds, traits
+from fewstep.runner import LightningRunner
 from fewstep.schedules import polynomial
 from fewstep.solvers import Sampler, get_solver
 from fewstep.utils.logging import info, log_run
 from fewstep.utils.storage import atomic_save_json
 
 
-def _per_sample(batch, denoiser, optimal, shape) -> dict:
+def _per_sample(batch, denoiser, shape, optimal=None) -> dict:
     """Every measure of one batch, per sample (and per sigma where it is a curve)."""
     out = {
         "pca": pca_explained_variance(batch.states, k=3),  # (B, 3)
@@ -103,48 +99,46 @@ def mean_shift_check(data: torch.Tensor, x: torch.Tensor, sigmas=(0.05, 0.5, 5.0
                for s in sigmas)  # fmt: skip
 
 
-def analyze(cfg) -> dict:
+def analyze(cfg) -> dict | None:
     task = cfg.task
-    dataset = build_dataset(cfg)
-    denoiser = build_denoiser(cfg, dataset)
-    declared = traits(denoiser)
-    check_sigma_range(declared, float(cfg.model.sigma_min), float(cfg.model.sigma_max), choice(cfg, "model"))
-    shape = sample_shape(declared, dataset, choice(cfg, "model"), choice(cfg, "dataset"))
-    # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
-    optimal = None
-    if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
-        optimal = KDEDenoiser(dataset.images)
     spec = get_solver(task.solver)
     if spec.stochastic:
         raise FewstepError(f"task.solver={spec.name} is stochastic; trajectory geometry is that of the ODE: "
                            "use heun, euler, dpmpp, ...")  # fmt: skip
+    runner = LightningRunner(cfg.trainer)
+    model = load_model(cfg)
+    dataset, denoiser, shape = model.dataset, model.denoiser, model.shape
+    # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
+    optimal = None
+    if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
+        optimal = KDEDenoiser(dataset.images)
     sigmas = polynomial(int(task.num_steps), float(cfg.model.sigma_min), float(cfg.model.sigma_max), rho=task.rho)
-    sampler = Sampler(spec, sigmas)
-    seeds = torch.arange(int(cfg.seed), int(cfg.seed) + int(task.num_samples))
-    run_dir = Path(cfg.paths.output_dir)
-    parts, first = [], None
+    seeds = list(range(int(cfg.seed), int(cfg.seed) + int(task.num_samples)))
+    outputs = outputs_of(cfg)
+    folder = outputs.run_dir / "trajectories"
+    refuse_used_folder(folder)
 
-    def batches():
-        nonlocal first
-        for chunk in seeds.split(int(cfg.batch_size)):
-            x = seeded_noise(chunk, shape) * float(sigmas[0])
-            with torch.no_grad():
-                batch = record_trajectories(sampler.as_solver(chunk), denoiser, x, sigmas, seeds=chunk)
-                parts.append(_per_sample(batch, bind_seeds(denoiser, chunk, x.device), optimal, shape))
-            first = first or batch
-            info(f"recorded {len(chunk)} trajectories of {len(sigmas) - 1} {spec.name} steps")
-            yield batch
+    from fewstep.module import TrajectoryModule  # Lightning loads only now
 
-    stream_to_npz(run_dir / "trajectories", batches())
-    metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name, "num_samples": len(seeds),
-               "num_steps": len(sigmas) - 1, **summarize(_concat(parts), sigmas)}  # fmt: skip
+    trainer = runner.trainer
+    module = TrajectoryModule(denoiser, Sampler(spec, sigmas), shape, seeds, int(cfg.batch_size), folder,
+                              _per_sample, {"optimal": optimal} if optimal is not None else {})  # fmt: skip
+    trainer.predict(module, return_predictions=False)
+    trainer.strategy.barrier()  # every batch is written before rank 0 reads
+    if not trainer.is_global_zero:
+        return None
+    files = sorted(folder.glob(BATCH_PATTERN))
+    first = read_batch(files[0])[0]
+    measures = _concat([{k.removeprefix("measure_"): v for k, v in read_batch(f)[1].items()} for f in files])
+    metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name,
+               "num_samples": len(seeds), "num_steps": len(sigmas) - 1, **summarize(measures, sigmas)}  # fmt: skip
     if cfg.model.name == "kde" or optimal is not None:
         middle = first.states[len(sigmas) // 2][:4].reshape(-1, *shape)  # points along a trajectory
         metrics["mean_shift_max_abs_error"] = mean_shift_check(dataset.images[:500], middle)
     from fewstep.plotting import plot_geometry
 
-    images = plot_geometry(first, _concat(parts), sigmas, shape, run_dir)
-    atomic_save_json(run_dir / "metrics.json", metrics)
-    log_run(outputs_of(cfg), metrics, images)
+    images = plot_geometry(first, measures, sigmas, shape, outputs.run_dir)
+    atomic_save_json(outputs.run_dir / "metrics.json", metrics)
+    log_run(outputs, metrics, images)
     info("geometry: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     return metrics

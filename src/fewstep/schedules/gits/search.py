@@ -84,11 +84,11 @@ def local_warmup(denoiser, shape: tuple[int, ...], batch_size: int = 64, device=
     return warmup
 
 
-def check_steps(settings: GitsSettings, num_steps: int, why: str = "") -> None:
+def check_steps(settings: GitsSettings, num_steps: int, needs: str = "") -> None:
     """A GITS path of `num_steps` steps from sigma_max to sigma_min must fit on the grid."""
     if not 1 <= num_steps <= int(settings.grid_size) - 1:
-        raise FewstepError(f"{why or f'{num_steps} steps'} from sigma_max to sigma_min cannot be taken on a GITS "
-                           f"grid of {settings.grid_size} points; change nfe or schedule.grid_size")  # fmt: skip
+        raise FewstepError(f"{needs or f'{num_steps} steps'} from sigma_max to sigma_min, which a GITS grid of "
+                           f"{settings.grid_size} points cannot provide; change nfe or schedule.grid_size")  # fmt: skip
 
 
 def search(
