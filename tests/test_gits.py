@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from fewstep import FewstepError, run
+from fewstep.data import digits, seeded_noise
 from fewstep.models import GaussianDenoiser, KDEDenoiser
 from fewstep.schedules import polynomial
 from fewstep.schedules.gits import (
@@ -213,3 +214,55 @@ def test_search_with_two_processes_equals_one(tmp_path):
     assert torch.allclose(torch.tensor(a["cost"]), torch.tensor(b["cost"]), rtol=1e-10, atol=1e-12)
     assert "sigmas: [80" in one.stdout and (tmp_path / "one" / "run" / "gits.png").is_file()
     assert (tmp_path / "one" / "run" / "sigmas.txt").read_text().startswith("80, ")
+
+
+def test_teacher_afs_answers_the_teachers_first_call_as_the_reference_code():
+    """schedule.teacher_afs: the teacher's first step is the AFS prior's (the reference code's d = x/sqrt(1+s^2)),
+    so row 0 of the cost matrix changes; without AFS in the plan, nothing changes."""
+    from fewstep.schedules.gits import GitsSettings, teacher
+    from fewstep.solvers import ReferenceAFS
+
+    kde = KDEDenoiser(digits().images)
+    grid = polynomial(10, 0.002, 80.0)
+    seeds = torch.arange(4)
+    x = seeded_noise(seeds, (1, 8, 8)).double() * 80.0
+    on = teacher(GitsSettings(teacher_afs=True), grid, ReferenceAFS())
+    states, _ = teacher_trajectory(on.as_solver(seeds), kde, x, grid)
+    step = float(grid[1] - grid[0]) * x / (1 + 80.0**2) ** 0.5  # one Euler step along the reference's direction
+    torch.testing.assert_close(states[1], x + step, rtol=1e-12, atol=1e-12)
+    off = teacher(GitsSettings(), grid, ReferenceAFS())  # teacher_afs=false (default): the prior is not used
+    assert off.afs_prior is None
+
+    import fewstep
+
+    args = {"shape": (1, 8, 8), "num_warmup": 4, "grid_size": 11, "afs_prior": "reference"}
+    plain = fewstep.search_schedule(kde, nfe=5, solver="dpm", **args)
+    reference_like = fewstep.search_schedule(kde, nfe=5, solver="dpm", teacher_afs=True, **args)
+    assert not torch.allclose(plain.cost[0], reference_like.cost[0])
+    same = fewstep.search_schedule(kde, nfe=5, solver="ipndm", teacher_afs=True, **args)  # no AFS: no change
+    assert torch.equal(same.cost, fewstep.search_schedule(kde, nfe=5, solver="ipndm", **args).cost)
+
+
+def test_auto_warmup_finds_the_reference_schedule_with_fewer_trajectories():
+    """On the default data (mnist5k KDE, ipndm at NFE 5), num_warmup=auto stops growing the warm-up when the path
+    stops changing, and that path is the one 256 warm-up trajectories give."""
+    import fewstep
+    from fewstep.data import mnist5k
+
+    kde = KDEDenoiser(mnist5k().images)
+    full = fewstep.search_schedule(kde, shape=(1, 28, 28), nfe=5, solver="ipndm")
+    auto = fewstep.search_schedule(kde, shape=(1, 28, 28), nfe=5, solver="ipndm", num_warmup="auto")
+    assert full.record["warmup_count"] == 256
+    assert auto.indices == full.indices
+    assert auto.record["warmup_count"] == 128 and auto.record["settings"]["num_warmup"] == "auto"  # as the README says
+
+
+def test_auto_warmup_is_a_checked_setting(make_cfg):
+    from fewstep.schedules.gits import gits_settings
+
+    assert gits_settings({"num_warmup": "auto", "max_warmup": 64}).warmup_limit == 64
+    assert gits_settings({"num_warmup": 32}).warmup_limit == 32
+    with pytest.raises(FewstepError, match="schedule.num_warmup must be an integer"):
+        gits_settings({"num_warmup": "many"})
+    with pytest.raises(FewstepError, match="schedule.max_warmup must be an integer"):
+        gits_settings({"num_warmup": "auto", "max_warmup": 6.5})

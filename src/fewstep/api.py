@@ -137,10 +137,10 @@ def search_schedule(
             raise FewstepError(f"the denoiser was trained for sigma in [{low:.6g}, {high:.6g}]; pass sigma_min and "
                                "sigma_max inside that range")  # fmt: skip
     num_steps = plan.num_steps - int(plan.denoise_to_zero)
-    afs = afs_key = None
+    afs = afs_key = prior = None
     if plan.afs:
         prior = _afs_prior(afs_prior, afs_data)
-        seeds = list(range(gits.warmup_seed, gits.warmup_seed + min(gits.afs_batch, gits.num_warmup)))
+        seeds = list(range(gits.warmup_seed, gits.warmup_seed + min(gits.afs_batch, gits.warmup_limit)))
         afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior), seeds, device)
         afs_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}
     cache = None
@@ -150,7 +150,7 @@ def search_schedule(
             raise FewstepError("cache_dir needs cache_key='...' naming this denoiser (it has no weights to hash)")
         cache = GitsCache(Path(cache_dir) / "gits", {"model": key, "shape": list(shape)})
     record = search(gits, sigma_min=float(sigma_min), sigma_max=float(sigma_max), num_steps=num_steps,
-                    warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=afs_key,
+                    warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=afs_key, afs_prior=prior,
                     cache=cache)  # fmt: skip
     sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
     if plan.denoise_to_zero:

@@ -247,7 +247,7 @@ def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, s
     afs = None
     if steps.afs and runner.is_main:
         first = int(settings.warmup_seed)
-        seeds = list(range(first, first + min(int(settings.afs_batch), int(settings.num_warmup))))
+        seeds = list(range(first, first + min(int(settings.afs_batch), settings.warmup_limit)))
         afs = lambda path, grid, teacher: afs_insertion(  # noqa: E731 - the model is on the device only now
             denoiser, shape, sampler, seeds, runner.place(denoiser)
         )(path, grid, teacher)
@@ -256,6 +256,7 @@ def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, s
     return search(
         settings, sigma_min=sigma_range[0], sigma_max=sigma_range[1], num_steps=num_steps,
         warmup=runner.warmup(denoiser, shape, batch_size), afs=afs, afs_key=sampler_key if steps.afs else None,
+        afs_prior=sampler.afs_prior,
         cache=GitsCache(cache_dir / "gits", {**identity, "shape": list(shape)}),
         is_main=runner.is_main, broadcast=runner.broadcast,
     )  # fmt: skip

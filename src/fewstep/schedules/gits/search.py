@@ -48,7 +48,7 @@ def base_grid(settings: GitsSettings, sigma_min: float, sigma_max: float) -> tor
     return make_schedule(settings.base, int(settings.grid_size) - 1, sigma_min, sigma_max, **options)
 
 
-def teacher(settings: GitsSettings, grid: torch.Tensor) -> Sampler:
+def teacher(settings: GitsSettings, grid: torch.Tensor, afs_prior=None) -> Sampler:
     from fewstep.solvers import get_solver
     from fewstep.utils.options import function_options
 
@@ -57,7 +57,7 @@ def teacher(settings: GitsSettings, grid: torch.Tensor) -> Sampler:
         raise FewstepError(f"schedule.teacher={spec.name} is stochastic; a teacher trajectory must be an ODE "
                            "solution: use heun, ipndm, dpmpp, ...")  # fmt: skip
     options = {"max_order": int(settings.teacher_order)} if "max_order" in function_options(spec.fn, ()) else {}
-    return Sampler(spec, grid, options)
+    return Sampler(spec, grid, options, afs_prior if settings.teacher_afs else None)
 
 
 def warmup_batch(job: WarmupJob, denoiser, shape: tuple[int, ...], seeds: torch.Tensor, device="cpu") -> torch.Tensor:
@@ -100,6 +100,7 @@ def search(
     warmup: Callable[[WarmupJob], tuple[torch.Tensor, int]],
     afs: Callable | None = None,
     afs_key: dict | None = None,
+    afs_prior=None,
     cache: GitsCache | None = None,
     is_main: bool = True,
     broadcast: Callable = lambda payload: payload,
@@ -108,15 +109,21 @@ def search(
     cost matrix, path cost, settings); the caller appends a final 0 where its solver denoises.
 
     `afs(path, grid, teacher) -> (path, distances)` inserts the AFS step after a DP over one step fewer (see
-    `afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. Every process calls this;
+    `afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. `afs_prior` (the run's, when
+    it takes the AFS step) answers the teacher's first call with `teacher_afs`. Every process calls this;
     the warm-up's sums must already be summed over processes, and only the main one runs the DP and writes.
     """
     settings = gits_settings(settings)
     check_steps(settings, num_steps)
     grid = base_grid(settings, sigma_min, sigma_max)
-    teacher_sampler = teacher(settings, grid)
+    teacher_prior = afs_prior if settings.teacher_afs else None
+    teacher_sampler = teacher(settings, grid, teacher_prior)
     insert_afs = afs is not None and settings.afs_insert and num_steps >= 2
-    cost_key = cache.cost_key(settings.warmup_part(), grid) if cache else None
+    prior_name = type(teacher_prior).__name__ if teacher_prior is not None else None
+    warmup_key = {**settings.warmup_part(), "teacher_afs_prior": prior_name}
+    if settings.auto:  # where the rounds stop depends on the path searched
+        warmup_key.update(coeff=settings.coeff, dp_steps=num_steps - 1 if insert_afs else num_steps)
+    cost_key = cache.cost_key(warmup_key, grid) if cache else None
     key = None
     if cache:
         afs_part = {"sampler": afs_key, "afs_batch": settings.afs_batch} if insert_afs else None
@@ -125,7 +132,8 @@ def search(
         if record is not None:
             info(f"GITS schedule reused from {cache.schedule_path(key)}")
             return record
-    cost, count = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main)
+    dp_steps = num_steps - 1 if insert_afs else num_steps
+    cost, count = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main, dp_steps)
     payload = None
     if is_main:
         try:
@@ -151,21 +159,39 @@ def search(
     return payload["record"]
 
 
-def warmup_cost(settings: GitsSettings, grid, teacher_sampler: Sampler, warmup, cache, cost_key, is_main: bool):
-    """The mean cost matrix: from the cache, or from a warm-up (whose sums are already summed over processes)."""
+def warmup_cost(settings: GitsSettings, grid, teacher_sampler: Sampler, warmup, cache, cost_key, is_main: bool,
+                dp_steps: int):  # fmt: skip
+    """The mean cost matrix: from the cache, or from a warm-up (whose sums are already summed over processes).
+    With num_warmup=auto the warm-up grows in rounds (16, 32, 64, ... trajectories, up to max_warmup) until the
+    DP path of `dp_steps` steps is the same after two rounds in a row."""
     if cache:
         cached = cache.read_cost(cost_key, grid)
         if cached is not None:
             info(f"GITS cost matrix reused from {cache.cost_path(cost_key)} ({cached['count']} warm-up trajectories)")
             return cached["cost"], cached["count"]
-    first = int(settings.warmup_seed)
-    seeds = list(range(first, first + int(settings.num_warmup)))
-    total, count = warmup(WarmupJob(seeds, grid, teacher_sampler, settings.metric))
+    first, limit = int(settings.warmup_seed), settings.warmup_limit
+    total, count, path, rounds = None, 0, None, []
+    size = min(16, limit) if settings.auto else limit
+    while True:
+        seeds = list(range(first + count, first + size))
+        sums, n = warmup(WarmupJob(seeds, grid, teacher_sampler, settings.metric))
+        total, count = (sums if total is None else total + sums), count + n
+        rounds.append(count)
+        if not settings.auto:
+            break
+        found = best_path(dynamic_programming(total / count, float(settings.coeff), dp_steps)[1], dp_steps)
+        if found == path:
+            info(f"GITS warm-up auto: {count} trajectories (rounds {rounds}): the path stopped changing")
+            break
+        if size >= limit:
+            info(f"GITS warm-up auto: {count} trajectories (rounds {rounds}): max_warmup={limit} reached")
+            break
+        path, size = found, min(2 * size, limit)
     cost = total / count
     if not bool(torch.isfinite(cost).all()):  # another process's seeds (each checks its own batches as it goes)
         bad = int((~torch.isfinite(cost)).sum())
-        raise NonFiniteError(f"GITS warm-up: {bad} non-finite entries in the cost matrix (seeds {seeds[0]}.."
-                             f"{seeds[-1]}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
+        raise NonFiniteError(f"GITS warm-up: {bad} non-finite entries in the cost matrix (seeds {first}.."
+                             f"{first + count - 1}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
     if cache and is_main:
         cache.write_cost(cost_key, cost, count, grid, settings.as_dict())
     return cost, count
