@@ -173,7 +173,7 @@ def gits_sigmas(cost: torch.Tensor, settings, spec, plan, data, denoiser, afs) -
     from fewstep.schedules.gits import afs_insertion, base_grid, search_path, teacher
 
     grid = base_grid(settings, 0.002, 80.0)
-    seeds = seed_range(settings.warmup_seed, min(settings.afs_batch, settings.num_warmup))
+    seeds = settings.afs_seeds
     pick = afs_insertion(denoiser, data.shape, Sampler(spec, grid, {}, afs), seeds)
     afs_step = (lambda path: pick(path, grid, teacher(settings, grid))) if plan.afs and settings.afs_insert else None
     path, _, _ = search_path(cost, settings.coeff, plan.num_steps, afs_step)

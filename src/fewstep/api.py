@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.models.denoiser import traits, weights_fingerprint
+from fewstep.models.denoiser import device_of, traits, weights_fingerprint
 from fewstep.schedules.gits.schedule import Schedule
 from fewstep.solvers.sampler import Sampler  # noqa: F401 - fewstep.Sampler
 
@@ -39,12 +39,7 @@ def _afs_prior(afs_prior, data):
 
 
 def _device(denoiser, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(denoiser, torch.nn.Module):
-        for tensor in [*denoiser.parameters(), *denoiser.buffers()]:
-            return tensor.device
-    return torch.device("cpu")
+    return torch.device(device) if device is not None else device_of(denoiser)
 
 
 def sample(
@@ -140,8 +135,8 @@ def search_schedule(
     afs = afs_key = prior = None
     if plan.afs:
         prior = _afs_prior(afs_prior, afs_data)
-        seeds = list(range(gits.warmup_seed, gits.warmup_seed + min(gits.afs_batch, gits.warmup_limit)))
-        afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior), seeds, device)
+        afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior), gits.afs_seeds,
+                            device)  # fmt: skip
         afs_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}
     cache = None
     if cache_dir is not None:

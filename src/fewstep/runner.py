@@ -57,10 +57,9 @@ class LocalRunner:
         return payload
 
     def place(self, module):
-        import torch
+        from fewstep.models.denoiser import device_of
 
-        tensors = [*module.parameters(), *module.buffers()] if isinstance(module, torch.nn.Module) else []
-        return tensors[0].device if tensors else torch.device("cpu")
+        return device_of(module)
 
     def warmup(self, denoiser, shape: tuple[int, ...], batch_size: int) -> Callable:
         from fewstep.schedules.gits import local_warmup

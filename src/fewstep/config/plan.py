@@ -153,7 +153,8 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     schedule_cfg = container(cfg.schedule)
     sigmas, steps = build_sigmas(schedule_cfg, spec, check_nfe(cfg), solver_cfg.get("afs", "auto"),
                                  cfg.denoise_to_zero, sigma_min, sigma_max)  # fmt: skip
-    dry_run(spec, options, sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max))
+    planned = sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max)  # GITS: searched later
+    dry_run(spec, options, planned)
     settings = eval_settings(cfg.eval) if evaluate else None
     baseline_name = baseline_schedule(cfg) if evaluate else None
 
@@ -164,8 +165,7 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     afs_prior = None
     if steps.afs:
         afs_prior = make_afs_prior(solver_cfg.get("afs_prior", "gaussian"), afs_data(dataset, shape))
-    sampler = Sampler(spec, sigmas if sigmas is not None else stand_in_sigmas(steps, sigma_min, sigma_max),
-                      options, afs_prior)  # fmt: skip
+    sampler = Sampler(spec, planned, options, afs_prior)
     features = None
     if settings is not None:
         from fewstep.metrics.evaluation import prepare_features  # torchmetrics loads only now
@@ -244,18 +244,15 @@ def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, s
 
     settings = gits_settings(schedule_cfg)
     num_steps = steps.num_steps - int(steps.denoise_to_zero)
-    afs = None
-    if steps.afs and runner.is_main:
-        first = int(settings.warmup_seed)
-        seeds = list(range(first, first + min(int(settings.afs_batch), settings.warmup_limit)))
-        afs = lambda path, grid, teacher: afs_insertion(  # noqa: E731 - the model is on the device only now
-            denoiser, shape, sampler, seeds, runner.place(denoiser)
-        )(path, grid, teacher)
-    if steps.afs and afs is None:
-        afs = lambda path, grid, teacher: (path, None)  # noqa: E731 - other ranks: the main one decides
+
+    def afs(path, grid, teacher):  # called on the main process only, after the warm-up (the model placed now)
+        pick = afs_insertion(denoiser, shape, sampler, settings.afs_seeds, runner.place(denoiser))
+        return pick(path, grid, teacher)
+
     return search(
         settings, sigma_min=sigma_range[0], sigma_max=sigma_range[1], num_steps=num_steps,
-        warmup=runner.warmup(denoiser, shape, batch_size), afs=afs, afs_key=sampler_key if steps.afs else None,
+        warmup=runner.warmup(denoiser, shape, batch_size), afs=afs if steps.afs else None,
+        afs_key=sampler_key if steps.afs else None,
         afs_prior=sampler.afs_prior,
         cache=GitsCache(cache_dir / "gits", {**identity, "shape": list(shape)}),
         is_main=runner.is_main, broadcast=runner.broadcast,

@@ -104,15 +104,18 @@ def write_batch(folder: Path, index: int, traj: Trajectories, extra: dict[str, t
     return atomic_write_bytes(Path(folder) / f"batch-{index:06d}.npz", buffer.getvalue())
 
 
-def read_batch(file: str | Path) -> tuple[Trajectories, dict[str, torch.Tensor]]:
-    """One file of `write_batch`: its trajectories and its extra arrays."""
+def read_batch(file: str | Path, trajectories: bool = True) -> tuple[Trajectories | None, dict[str, torch.Tensor]]:
+    """One file of `write_batch`: its trajectories (unless `trajectories=False`: only the small extra arrays are
+    read) and its extra arrays."""
     with np.load(file, allow_pickle=False) as npz:
-        traj = Trajectories(
-            sigmas=torch.from_numpy(npz["sigmas"]),
-            states=torch.from_numpy(npz["states"]),
-            denoised=torch.from_numpy(npz["denoised"]),
-            seeds=torch.from_numpy(npz["seeds"]) if "seeds" in npz.files else None,
-        )
+        traj = None
+        if trajectories:
+            traj = Trajectories(
+                sigmas=torch.from_numpy(npz["sigmas"]),
+                states=torch.from_numpy(npz["states"]),
+                denoised=torch.from_numpy(npz["denoised"]),
+                seeds=torch.from_numpy(npz["seeds"]) if "seeds" in npz.files else None,
+            )
         extra = {name: torch.from_numpy(npz[name]) for name in npz.files if name not in _TRAJECTORY_ARRAYS}
     return traj, extra
 

@@ -143,6 +143,14 @@ class RowBlocks:
         return torch.cat(out)
 
 
+def device_of(denoiser) -> torch.device:
+    """Where a network's weights are (the CPU for a callable without any)."""
+    if isinstance(denoiser, torch.nn.Module):
+        for tensor in [*denoiser.parameters(), *denoiser.buffers()]:
+            return tensor.device
+    return torch.device("cpu")
+
+
 def decode(denoiser, x: torch.Tensor) -> torch.Tensor:
     """Samples as images: a latent model defines `decode` (its VAE); any other model samples images directly."""
     dec = getattr(denoiser, "decode", None)

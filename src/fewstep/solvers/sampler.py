@@ -54,17 +54,16 @@ class Sampler:
 
     def counted(self, denoiser, noise: torch.Tensor, seeds) -> tuple[torch.Tensor, int]:
         """Samples and the number of denoiser calls they took (the NFE really spent)."""
-        calls = [0]
+        from fewstep.models.denoiser import CountingDenoiser
 
-        def count(denoiser):
-            def counting(x, sigma):
-                calls[0] += 1
-                return denoiser(x, sigma)
+        counters = []
 
-            return counting
+        def count(bound):
+            counters.append(CountingDenoiser(bound))
+            return counters[-1]
 
         samples = self.solve(denoiser, noise * float(self.sigmas[0]), seeds, wrap=count)
-        return samples, calls[0]
+        return samples, counters[0].calls
 
     def solve(self, denoiser, x: torch.Tensor, seeds, *, callback=None, sigmas=None, wrap=None) -> torch.Tensor:
         """Integrate from `x` (already at the first sigma) along `sigmas` (default: the sampler's)."""
@@ -90,15 +89,3 @@ class Sampler:
             return self.solve(denoiser, x, seeds, callback=callback, sigmas=sigmas)
 
         return solver
-
-    def describe(self) -> dict:
-        """What identifies this sampler's samples (with the model and the seeds): cache keys, records."""
-        return {
-            "solver": self.spec.name,
-            "options": {
-                k: v if isinstance(v, int | float | str | bool | type(None)) else repr(v)
-                for k, v in self.options.items()
-            },  # fmt: skip
-            "sigmas": self.sigmas.tolist(),
-            "afs_prior": None if self.afs_prior is None else type(self.afs_prior).__name__,
-        }

@@ -129,7 +129,8 @@ def analyze(cfg) -> dict | None:
         return None
     files = sorted(folder.glob(BATCH_PATTERN))
     first = read_batch(files[0])[0]
-    measures = _concat([{k.removeprefix("measure_"): v for k, v in read_batch(f)[1].items()} for f in files])
+    measures = _concat([{k.removeprefix("measure_"): v for k, v in read_batch(f, trajectories=False)[1].items()}
+                        for f in files])  # fmt: skip
     metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name,
                "num_samples": len(seeds), "num_steps": len(sigmas) - 1, **summarize(measures, sigmas)}  # fmt: skip
     if cfg.model.name == "kde" or optimal is not None:

@@ -42,6 +42,12 @@ class GitsSettings:
         """The most warm-up trajectories (and seeds) this search may use."""
         return int(self.max_warmup) if self.auto else int(self.num_warmup)
 
+    @property
+    def afs_seeds(self) -> list[int]:
+        """The warm-up seeds that pick the AFS step."""
+        first = int(self.warmup_seed)
+        return list(range(first, first + min(int(self.afs_batch), self.warmup_limit)))
+
     def warmup_part(self) -> dict:
         """The settings the cost matrix depends on (not the DP's or the AFS insertion's)."""
         return {k: v for k, v in self.as_dict().items() if k not in ("coeff", "afs_insert", "afs_batch")}
