@@ -198,7 +198,7 @@ def test_gits_schedule_works_with_every_solver(tmp_path, solver):
 def test_bad_gits_option_is_a_clear_error(make_cfg):
     with pytest.raises(FewstepError, match="metric must be one of"):
         run(make_cfg("schedule=gits", "schedule.metric=l3"))
-    with pytest.raises(FewstepError, match="task=search searches a GITS schedule"):
+    with pytest.raises(FewstepError, match="task=search searches a schedule; add schedule=gits or schedule=oss"):
         run(make_cfg("task=search", "schedule=polynomial"))
 
 

@@ -107,21 +107,22 @@ def search_schedule(
     solver_options: dict | None = None,
     **settings,
 ) -> Schedule:
-    """A schedule searched for `denoiser` and `solver` at `nfe` denoiser evaluations (GITS: teacher trajectories on
-    a fine grid, a one-step cost matrix, dynamic programming; `settings` are GITS's, e.g. num_warmup=256,
-    coeff=1.15, grid_size=61, metric="dev"). `.sigmas` go straight into `sample(...)`.
+    """A schedule searched for `denoiser` and `solver` at `nfe` denoiser evaluations. `method="gits"`: teacher
+    trajectories on a fine grid, a one-step cost matrix, dynamic programming (`settings` are GITS's, e.g.
+    num_warmup=256, coeff=1.15, grid_size=61, metric="dev"). `method="oss"`: the solver-aware search, a DP over
+    `solver`'s own states on the same grid (`settings` as `conf/schedule/oss.yaml`, e.g. num_warmup=32).
+    `.sigmas` go straight into `sample(...)`.
 
-    With `cache_dir`, the cost matrix and the schedule are cached (checksummed, checked on reading); the denoiser
-    is identified by its weights, or by `cache_key` for a callable without any."""
-    from fewstep.schedules.gits import GitsCache, afs_insertion, gits_settings, local_warmup, search
+    With `cache_dir`, the searches are cached (checksummed, checked on reading); the denoiser is identified by its
+    weights, or by `cache_key` for a callable without any."""
+    from fewstep.schedules.gits import GitsCache
     from fewstep.solvers import check_options, get_solver, plan_steps
 
-    if method != "gits":
-        raise FewstepError(f"method={method!r} is not a schedule search here; use method='gits'")
+    if method not in ("gits", "oss"):
+        raise FewstepError(f"method={method!r} is not a schedule search here; use method='gits' or method='oss'")
     spec = get_solver(solver)
     options = check_options(spec, dict(solver_options or {}))
     plan = plan_steps(spec, int(nfe), afs, bool(denoise_to_zero))
-    gits = gits_settings(settings)
     shape, device = _shape(denoiser, shape), _device(denoiser, device)
     declared = traits(denoiser)
     if declared.sigma_range is not None:
@@ -132,21 +133,34 @@ def search_schedule(
             raise FewstepError(f"the denoiser was trained for sigma in [{low:.6g}, {high:.6g}]; pass sigma_min and "
                                "sigma_max inside that range")  # fmt: skip
     num_steps = plan.num_steps - int(plan.denoise_to_zero)
-    afs = afs_key = prior = None
-    if plan.afs:
-        prior = _afs_prior(afs_prior, afs_data)
-        afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior), gits.afs_seeds,
-                            device)  # fmt: skip
-        afs_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}
+    prior = _afs_prior(afs_prior, afs_data) if plan.afs else None
+    sampler_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__} if plan.afs else None
     cache = None
     if cache_dir is not None:
         key = cache_key or weights_fingerprint(denoiser)
         if key is None:
             raise FewstepError("cache_dir needs cache_key='...' naming this denoiser (it has no weights to hash)")
-        cache = GitsCache(Path(cache_dir) / "gits", {"model": key, "shape": list(shape)})
-    record = search(gits, sigma_min=float(sigma_min), sigma_max=float(sigma_max), num_steps=num_steps,
-                    warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=afs_key, afs_prior=prior,
-                    cache=cache)  # fmt: skip
+        cache = GitsCache(Path(cache_dir) / method, {"model": key, "shape": list(shape)}, method.upper())
+    if method == "oss":
+        from fewstep.schedules import oss
+
+        sampler = Sampler(spec, [sigma_max, sigma_min], options, prior)
+        record = oss.search(settings, sampler=sampler, denoiser=denoiser, shape=shape, sigma_min=float(sigma_min),
+                            sigma_max=float(sigma_max), num_steps=num_steps, total_steps=plan.num_steps,
+                            to_zero=plan.denoise_to_zero, device=device,
+                            sampler_key={"solver": spec.name, "options": options,
+                                         "afs_prior": type(prior).__name__}, cache=cache)  # fmt: skip
+    else:
+        from fewstep.schedules.gits import afs_insertion, gits_settings, local_warmup, search
+
+        gits = gits_settings(settings)
+        afs = None
+        if plan.afs:
+            afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior),
+                                gits.afs_seeds, device)  # fmt: skip
+        record = search(gits, sigma_min=float(sigma_min), sigma_max=float(sigma_max), num_steps=num_steps,
+                        warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=sampler_key,
+                        afs_prior=prior, cache=cache)  # fmt: skip
     sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
     if plan.denoise_to_zero:
         sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])

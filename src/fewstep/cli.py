@@ -30,11 +30,13 @@ def solvers_table() -> str:
 def schedules_table() -> str:
     from fewstep.schedules import SCHEDULES
     from fewstep.schedules.gits import DEFAULTS
+    from fewstep.schedules.oss import DEFAULTS as OSS_DEFAULTS
 
     lines = ["| schedule | options |", "|---|---|"]
     lines += [f"| {name} | {_options(fn)} |" for name, fn in SCHEDULES.items()]
     lines.append("| explicit | sigmas=[...] (strictly decreasing, inside the model's range; a final 0 denoises) |")
     lines.append(f"| gits | {', '.join(f'{k}={v!r}' for k, v in DEFAULTS.items())} |")
+    lines.append(f"| oss | {', '.join(f'{k}={v!r}' for k, v in OSS_DEFAULTS.items())} |")
     return "\n".join(lines)
 
 

@@ -19,13 +19,15 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 
 def write_schedule(run_dir: Path, schedule: dict, search: dict | None) -> None:
-    """schedule.json (the sigmas, the step plan and the search record), sigmas.txt and, for a search, gits.png."""
-    atomic_save_json(run_dir / "schedule.json", {**schedule, **({"gits": search} if search else {})})
+    """schedule.json (the sigmas, the step plan and the search record under its method's name), sigmas.txt and,
+    for a search, its plot (gits.png or oss.png)."""
+    method = (search or {}).get("method", "gits")
+    atomic_save_json(run_dir / "schedule.json", {**schedule, **({method: search} if search else {})})
     atomic_write_bytes(run_dir / "sigmas.txt", (", ".join(f"{s:.6g}" for s in schedule["sigmas"]) + "\n").encode())
     if search:
-        from fewstep.plotting import plot_gits
+        from fewstep.plotting import plot_search
 
-        plot_gits(search, run_dir / "gits.png")
+        plot_search(search, run_dir / f"{method}.png")
 
 
 def write_results(run_dir: Path, grids: dict, metrics: dict) -> None:

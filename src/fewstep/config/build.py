@@ -129,6 +129,14 @@ def build_sigmas(
         steps = plan.num_steps - int(denoise_to_zero) - int(settings.afs_insert and plan.afs)
         check_steps(settings, steps, f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")
         return None, plan
+    if schedule["name"] == "oss":  # searched later, with the model and the sampler (see config.plan.search_oss)
+        from fewstep.schedules.oss import check_steps as check_oss_steps
+        from fewstep.schedules.oss import oss_settings
+
+        settings = oss_settings(schedule)
+        check_oss_steps(settings, plan.num_steps - int(denoise_to_zero),
+                        f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")  # fmt: skip
+        return None, plan
     from fewstep.schedules import SCHEDULES
     from fewstep.utils.options import options_like, signature_defaults
 

@@ -181,8 +181,9 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
 
             runner = LocalRunner()
         sampler_key = {"solver": solver_cfg, "afs_prior": type(afs_prior).__name__}  # what picks the AFS step
-        search = search_gits(runner, schedule_cfg, steps, sampler, sampler_key, denoiser, shape, identity,
-                             (sigma_min, sigma_max), Path(cfg.paths.cache_dir), batch_size)  # fmt: skip
+        find = search_oss if schedule_cfg["name"] == "oss" else search_gits
+        search = find(runner, schedule_cfg, steps, sampler, sampler_key, denoiser, shape, identity,
+                      (sigma_min, sigma_max), Path(cfg.paths.cache_dir), batch_size)  # fmt: skip
         sigmas = torch.tensor(search["sigmas"], dtype=torch.float64)
         if steps.denoise_to_zero:
             sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
@@ -215,7 +216,7 @@ def baseline_schedule(cfg: DictConfig) -> str | None:
     name = cfg.eval.get("baseline")
     if not name or name == cfg.schedule.name:
         return None
-    if name in ("gits", "explicit"):
+    if name in ("gits", "oss", "explicit"):
         raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, "
                            "time_uniform or time_quadratic (or null for no baseline)")  # fmt: skip
     return str(name)
@@ -255,5 +256,21 @@ def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, s
         afs_key=sampler_key if steps.afs else None,
         afs_prior=sampler.afs_prior,
         cache=GitsCache(cache_dir / "gits", {**identity, "shape": list(shape)}),
+        is_main=runner.is_main, broadcast=runner.broadcast,
+    )  # fmt: skip
+
+
+def search_oss(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, sampler_key: dict, denoiser, shape,
+               identity: dict, sigma_range: tuple, cache_dir: Path, batch_size: int) -> dict:  # fmt: skip
+    """The solver-aware search record for this step plan and sampler: on the main process, broadcast to the rest."""
+    from fewstep.schedules.gits import GitsCache
+    from fewstep.schedules.oss import search
+
+    device = runner.place(denoiser) if runner.is_main else "cpu"
+    return search(
+        schedule_cfg, sampler=sampler, denoiser=denoiser, shape=shape, sigma_min=sigma_range[0],
+        sigma_max=sigma_range[1], num_steps=steps.num_steps - int(steps.denoise_to_zero), total_steps=steps.num_steps,
+        to_zero=steps.denoise_to_zero, device=device, sampler_key=sampler_key,
+        cache=GitsCache(cache_dir / "oss", {**identity, "shape": list(shape)}, "oss"),
         is_main=runner.is_main, broadcast=runner.broadcast,
     )  # fmt: skip

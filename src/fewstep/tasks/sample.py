@@ -59,7 +59,8 @@ def sample(cfg: DictConfig) -> dict | None:
     write_run(plan, runs, metrics)
     images = {"samples": plan.outputs.run_dir / "samples.png"}
     if plan.search:
-        images["gits"] = plan.outputs.run_dir / "gits.png"
+        method = plan.search.get("method", "gits")
+        images[method] = plan.outputs.run_dir / f"{method}.png"
     log_run(plan.outputs, metrics, images)
     from fewstep.reporting import run_table
 

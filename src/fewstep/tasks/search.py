@@ -1,4 +1,5 @@
-"""`task=search`: run only the GITS search; write schedule.json, sigmas.txt and gits.png; print the sigmas."""
+"""`task=search`: run only the schedule search (gits or oss); write schedule.json, sigmas.txt and the search's plot;
+print the sigmas."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from fewstep.utils.logging import info
 
 
 def search(cfg: DictConfig) -> dict | None:
-    if cfg.schedule.name != "gits":
-        raise FewstepError(f"task=search searches a GITS schedule; add schedule=gits (got {cfg.schedule.name!r})")
+    if cfg.schedule.name not in ("gits", "oss"):
+        raise FewstepError(f"task=search searches a schedule; add schedule=gits or schedule=oss "
+                           f"(got {cfg.schedule.name!r})")  # fmt: skip
     runner = LightningRunner(cfg.trainer)
     plan = build_plan(cfg, runner, evaluate=False)
     if not runner.is_main:

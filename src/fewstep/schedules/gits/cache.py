@@ -23,6 +23,7 @@ class GitsCache:
 
     root: Path
     identity: dict  # data, model, weights and numerics (see config.plan.model_identity), plus the sample shape
+    name: str = "GITS"  # the search, in warnings about damaged entries ("oss" keeps its schedules here too)
 
     def cost_key(self, warmup_settings: dict, grid: torch.Tensor) -> str:
         return content_key({**self.identity, "grid": grid.tolist(), **warmup_settings})
@@ -41,7 +42,7 @@ class GitsCache:
 
     def read_schedule(self, key: str, grid, num_steps: int, sigma_range) -> dict | None:
         return read_entry(self.schedule_path(key), load_json, check_schedule(grid, num_steps, sigma_range),
-                          "GITS schedule cache", "searching again")  # fmt: skip
+                          f"{self.name} schedule cache", "searching again")  # fmt: skip
 
     def write_schedule(self, key: str, record: dict) -> None:
         write_json(self.schedule_path(key), record)

@@ -30,10 +30,10 @@ class Schedule:
         return float(self.record["path_cost"])
 
     def plot(self, path: str | Path) -> Path:
-        """The schedule on its grid and the cost matrix with the DP path (PNG)."""
-        from fewstep.plotting import plot_gits
+        """The schedule on its grid and what the search minimised (PNG)."""
+        from fewstep.plotting import plot_search
 
-        plot_gits(self.record, Path(path))
+        plot_search(self.record, Path(path))
         return Path(path)
 
     def to_diffusers(self) -> dict:

@@ -40,7 +40,7 @@ class WarmupJob:
         return f"GITS warm-up: {len(self.seeds)} {self.teacher.name} trajectories on a {len(self.grid)}-point grid"
 
 
-def base_grid(settings: GitsSettings, sigma_min: float, sigma_max: float) -> torch.Tensor:
+def base_grid(settings, sigma_min: float, sigma_max: float) -> torch.Tensor:
     from fewstep.schedules import make_schedule
 
     options = {"rho": settings.rho} if settings.base in ("polynomial", "discrete") else {}
@@ -48,7 +48,9 @@ def base_grid(settings: GitsSettings, sigma_min: float, sigma_max: float) -> tor
     return make_schedule(settings.base, int(settings.grid_size) - 1, sigma_min, sigma_max, **options)
 
 
-def teacher(settings: GitsSettings, grid: torch.Tensor, afs_prior=None) -> Sampler:
+def teacher(settings, grid: torch.Tensor, afs_prior=None) -> Sampler:
+    """The teacher solver on the grid (GITS's or the OSS search's settings); its first call answered by `afs_prior`
+    only with `teacher_afs`."""
     from fewstep.solvers import get_solver
     from fewstep.utils.options import function_options
 
@@ -57,7 +59,7 @@ def teacher(settings: GitsSettings, grid: torch.Tensor, afs_prior=None) -> Sampl
         raise FewstepError(f"schedule.teacher={spec.name} is stochastic; a teacher trajectory must be an ODE "
                            "solution: use heun, ipndm, dpmpp, ...")  # fmt: skip
     options = {"max_order": int(settings.teacher_order)} if "max_order" in function_options(spec.fn, ()) else {}
-    return Sampler(spec, grid, options, afs_prior if settings.teacher_afs else None)
+    return Sampler(spec, grid, options, afs_prior if getattr(settings, "teacher_afs", False) else None)
 
 
 def warmup_batch(job: WarmupJob, denoiser, shape: tuple[int, ...], seeds: torch.Tensor, device="cpu") -> torch.Tensor:

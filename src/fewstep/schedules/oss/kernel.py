@@ -1,0 +1,215 @@
+"""A solver-aware step search (after Optimal Stepsize Distillation, Pei et al. 2025), for every deterministic solver.
+
+GITS costs one Euler step from the teacher's states; here the state at (k, j) is the *student's own* sample at
+grid point j after k steps of the sampling solver (its history, its second evaluation, its AFS first call, its
+lower-order final steps: the solver function itself runs), reached along the best k-step path to j:
+
+    V_k(j) = min_{i < j} dist(step of the solver from state (k-1, i) to grid time j, teacher at j)
+
+and state (k, j) is the sample of the minimising i. The schedule is the path of state (K, last grid point).
+
+Each candidate step runs the solver along the candidate path from the noise, with a `Replay` denoiser that answers
+every call the run has made before (same path prefix) from memory: only the new step's evaluations reach the
+model. One-evaluation solvers so spend one model call per (k, i), shared by every target j; heun, dpm and unipc
+(whose corrector evaluates at the target) one per (k, i, j).
+Pure tensor code: the denoiser is any `D(x, sigma)` already bound to the batch's seeds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from fewstep.errors import FewstepError
+from fewstep.schedules.gits.kernel import chord_deviation
+
+DISTANCES = ("l2", "l1", "dev")
+
+
+class Replay:
+    """A denoiser that remembers its answers by the sigmas of all calls made so far in the current run.
+
+    Within one search the solver, its step count and the noise are fixed, so the input of a run's m-th call is a
+    function of the sigmas of its calls 0..m (the path prefix they imply): the same key means the same input.
+    """
+
+    def __init__(self, denoiser):
+        self.denoiser = denoiser
+        self.memory: dict[tuple[float, ...], torch.Tensor] = {}
+        self.evaluations = 0  # calls that reached the model
+        self.key: tuple[float, ...] = ()
+        self.used: list[tuple[float, ...]] = []
+
+    def start(self) -> Replay:
+        self.key, self.used = (), []
+        return self
+
+    def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        self.key = (*self.key, float(sigma))
+        self.used.append(self.key)
+        answer = self.memory.get(self.key)
+        if answer is None:
+            answer = self.denoiser(x, sigma)
+            self.memory[self.key] = answer
+            self.evaluations += 1
+        return answer
+
+    def keep_only(self, keys: set) -> None:
+        self.memory = {key: value for key, value in self.memory.items() if key in keys}
+
+
+class _Reached(Exception):
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+
+
+def run_to(solve, replay: Replay, x: torch.Tensor, sigmas: list[float], total_steps: int, to_zero: bool):
+    """The solver's state after the steps along `sigmas`, as part of a run of `total_steps` steps (so that orders
+    that depend on the steps left, e.g. `lower_order_final`, are the sampling run's). The steps after the last
+    sigma are padding that is never taken; with `to_zero` the run's last sigma is 0, as in sampling."""
+    steps = len(sigmas) - 1
+    pad = total_steps - steps
+    if pad < 0:
+        raise FewstepError(f"a path of {steps} steps in a run of {total_steps}")
+    tail = [sigmas[-1] * 0.5**m for m in range(1, pad + 1)]
+    if pad and to_zero:
+        tail[-1] = 0.0
+    path = torch.tensor([*sigmas, *tail], dtype=torch.float64)
+
+    def stop(info):
+        if info["i"] == steps - 1:
+            raise _Reached(info["x_next"])
+
+    try:
+        solve(replay.start(), x, path, callback=stop)
+    except _Reached as reached:
+        return reached.x
+    raise FewstepError("the solver ended before the searched step")  # pragma: no cover - a solver skipping steps
+
+
+def distances(x: torch.Tensor, target: torch.Tensor, metric: str, start=None, end=None, target_dev=None):
+    """Per-sample distance (B,) of `x` to the teacher's `target` (l2, l1) or its excess chord deviation (dev)."""
+    flat, aim = x.flatten(1).double(), target.flatten(1).double()
+    if metric == "l2":
+        return (flat - aim).norm(dim=1)
+    if metric == "l1":
+        return (flat - aim).abs().sum(1)
+    return chord_deviation(flat, start, end) - target_dev
+
+
+@dataclass
+class _State:
+    path: list[int]
+    value: float
+    per_sample: torch.Tensor
+    keys: list
+
+
+def solver_aware_dp(solve, denoiser, x: torch.Tensor, grid: torch.Tensor, teacher_states: torch.Tensor,
+                    num_steps: int, total_steps: int, to_zero: bool = False, metric: str = "l2") -> dict:  # fmt: skip
+    """The DP above on one batch (one schedule for all its samples: mean distance over the batch).
+
+    `solve(denoiser, x, sigmas, *, callback)` is the sampling solver (with its options and AFS prior); `x` the
+    noise at grid[0]; `teacher_states` (N, B, ...) the teacher on the grid from the same noise. Returns the path,
+    its value, the values V[k, j] (inf where unreached), each reached state's path, the paths into the last point
+    from every state of the level before (best first), and the model evaluations spent (per sample).
+    """
+    if metric not in DISTANCES:
+        raise FewstepError(f"unknown oss distance {metric!r}; choose one of {list(DISTANCES)}")
+    n = len(grid)
+    if not 1 <= num_steps <= n - 1:
+        raise FewstepError(f"a grid of {n} points allows 1..{n - 1} steps, not {num_steps}; raise grid_size")
+    sigmas = grid.tolist()
+    flat_teacher = teacher_states.flatten(2).double()
+    start, end = flat_teacher[0], flat_teacher[-1]
+    teacher_dev = chord_deviation(flat_teacher, start, end) if metric == "dev" else None
+    replay = Replay(denoiser)
+    values = torch.full((num_steps + 1, n), math.inf, dtype=torch.float64)
+    values[0, 0] = 0.0
+    states = {0: _State([0], 0.0, torch.zeros(len(x), dtype=torch.float64), [])}
+    paths: list[dict[int, list[int]]] = [{0: [0]}]
+    finalists: list[tuple[float, list[int]]] = []  # every path into the last point, by its value
+    for k in range(1, num_steps + 1):
+        last_target = n - 1 - (num_steps - k)
+        first_target = n - 1 if k == num_steps else k
+        best: dict[int, _State] = {}
+        for i, state in sorted(states.items()):
+            for j in range(max(i + 1, first_target), last_target + 1):
+                reached = run_to(solve, replay, x, [sigmas[p] for p in [*state.path, j]], total_steps, to_zero)
+                per_sample = distances(reached, teacher_states[j], metric, start, end,
+                                       teacher_dev[j] if teacher_dev is not None else None)  # fmt: skip
+                value = float(per_sample.mean())
+                if not math.isfinite(value):
+                    raise FewstepError(f"oss search: non-finite distance after step {k} to grid point {j}")
+                if k == num_steps:
+                    finalists.append((value, [*state.path, j]))
+                if j not in best or value < best[j].value:  # ties go to the smallest i, as the DP of GITS
+                    best[j] = _State([*state.path, j], value, per_sample, list(replay.used))
+        states = best
+        for j, state in best.items():
+            values[k, j] = state.value
+        paths.append({j: state.path for j, state in best.items()})
+        replay.keep_only({key for state in best.values() for key in state.keys})
+    final = states[n - 1]
+    return {
+        "path": final.path, "value": final.value, "per_sample": final.per_sample, "values": values, "paths": paths,
+        "finalists": [path for _, path in sorted(finalists, key=lambda item: item[0])],
+        "evaluations": replay.evaluations,
+    }  # fmt: skip
+
+
+def median_path(paths: list[list[int]]) -> list[int]:
+    """One path from per-sample paths: at each step the median grid index (the mean of the two middle ones,
+    rounded down, as the OSS reference code aggregates). Strictly increasing when every path is."""
+    columns = torch.tensor(paths, dtype=torch.long).sort(dim=0).values
+    m = len(paths)
+    return [int(v) for v in (columns[m // 2] + columns[(m - 1) // 2]) // 2]
+
+
+def significantly_lower(trial: torch.Tensor, best: torch.Tensor, z: float) -> bool:
+    """Whether per-sample distances `trial` are lower than `best` on the same samples by more than `z` standard
+    errors of their paired difference (z = 0: any lower mean). On a denoiser that snaps to data points a
+    sample's end distance jumps between ~0 and a whole data-point gap, so a mean over a few dozen samples moves
+    by chance; a move must beat that chance to be taken."""
+    difference = (trial - best).double()
+    spread = float(difference.std()) / math.sqrt(len(difference)) if len(difference) > 1 else 0.0
+    return float(difference.mean()) < -z * spread if spread > 0 else float(difference.mean()) < 0
+
+
+def refine(final_distances, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0):
+    """Coordinate descent on the interior grid indices of `path`, on the quantity the schedule is for: the
+    per-sample distances at the end of whole runs, `final_distances(path)`. Each sweep moves every interior
+    point, in turn, to the best index within `window` of it (the path kept strictly increasing), taking a move
+    only when it is `significantly_lower`; it stops when a sweep changes nothing. The DP fixes each state by its
+    distance *there*, which a solver with history or a second evaluation may pay for later. Returns the path and
+    its per-sample distances."""
+    best, current = list(path), final_distances(path)
+    for _ in range(sweeps):
+        moved = False
+        for p in range(1, len(best) - 1):
+            low, high = max(best[p - 1] + 1, best[p] - window), min(best[p + 1] - 1, best[p] + window)
+            for c in range(low, high + 1):
+                if c == best[p]:
+                    continue
+                trial = [*best[:p], c, *best[p + 1 :]]
+                trial_distances = final_distances(trial)
+                if significantly_lower(trial_distances, current, z):
+                    best, current, moved = trial, trial_distances, True
+        if not moved:
+            break
+    return best, current
+
+
+def nearest_path(grid: torch.Tensor, sigmas: torch.Tensor) -> list[int]:
+    """The grid path closest (in log sigma) to a schedule with the same end points, kept strictly increasing."""
+    logs = grid.double().log()
+    path = [0]
+    targets = sigmas.double().log().tolist()
+    n, steps = len(grid), len(targets) - 1
+    for k, target in enumerate(targets[1:-1], start=1):
+        low, high = path[-1] + 1, n - 1 - (steps - k)
+        index = int((logs[low : high + 1] - target).abs().argmin()) + low
+        path.append(index)
+    return [*path, n - 1]

@@ -1,0 +1,78 @@
+"""Settings of the solver-aware search (`schedule=oss`): the one source of their defaults, checked as a whole.
+
+The grid and teacher are GITS's (same keys, same defaults); `conf/schedule/oss.yaml` lists the same keys and a
+test holds it equal to `DEFAULTS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from fewstep.errors import FewstepError
+from fewstep.utils.options import MAX_SEED, integer, options_like, reject_unknown
+
+GITS_REFERENCE_WARMUP = 256  # GITS's reference warm-up size: the unit of `budget`
+
+
+@dataclass(frozen=True)
+class OssSettings:
+    base: str = "polynomial"  # base grid schedule (as GITS)
+    rho: float = 7.0
+    base_options: dict = field(default_factory=dict)
+    grid_size: int = 61  # grid points
+    teacher: str = "ipndm"  # teacher solver on the grid
+    teacher_order: int = 4
+    num_warmup: int = 32  # the most warm-up samples the DP runs the student on
+    budget: float = 1.0  # the DP spends at most this many GITS reference warm-ups (256 x (grid_size-1) evaluations):
+    #   fewer samples for solvers that evaluate at every candidate target (heun, dpm, unipc), never below min_warmup
+    min_warmup: int = 8
+    num_validation: int = 128  # other samples that pick the schedule among the DP's best paths into the last point
+    #   (and the polynomial's grid path) and score the refinement: whole runs only
+    finalists: int = 8  # how many of the DP's paths into the last point the validation samples compare
+    warmup_seed: int = 1_000_000  # warm-up seeds: warmup_seed .. warmup_seed + num_warmup - 1 (as GITS), then the
+    #   validation seeds
+    metric: str = "l2"  # l2 | l1 | dev (excess deviation from the teacher's chord, as the GITS metric)
+    per_sample: bool = False  # false: one DP over the mean distance; true: a DP per sample, paths aggregated by the
+    #   median grid index at each step (the OSS paper's code)
+    refine: bool = True  # then coordinate descent on the end distance of whole runs, from the better of the DP's
+    #   path and the polynomial schedule's nearest grid path
+    refine_window: int = 4  # grid points each interior step may move per trial
+    significance: float = 2.0  # a move (or the polynomial start) is taken only when it lowers the end distance by
+    #   more than this many standard errors of the paired per-sample difference (0: any lower mean)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULTS: dict = OssSettings().as_dict()
+
+
+def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
+    """Settings from `options` (a config's `schedule` without its name, or keyword arguments): unknown names,
+    wrong types and impossible values are one error each, before any work."""
+    from fewstep.schedules import SCHEDULES
+    from fewstep.schedules.oss.kernel import DISTANCES
+
+    if isinstance(options, OssSettings):
+        options = options.as_dict()
+    options = {k: v for k, v in (options or {}).items() if k != "name"}
+    reject_unknown("schedule 'oss'", options, DEFAULTS)
+    values = options_like("schedule", {**DEFAULTS, **options}, DEFAULTS)
+    values["base_options"] = dict(values["base_options"] or {})
+    integer("schedule.num_warmup", values["num_warmup"], 1)
+    integer("schedule.min_warmup", values["min_warmup"], 1, values["num_warmup"], " (and at most num_warmup)")
+    integer("schedule.num_validation", values["num_validation"], 1)
+    integer("schedule.finalists", values["finalists"], 1)
+    seeds = values["num_warmup"] + values["num_validation"]
+    integer("schedule.warmup_seed", values["warmup_seed"], 0, MAX_SEED - seeds)
+    integer("schedule.grid_size", values["grid_size"], 3)
+    integer("schedule.refine_window", values["refine_window"], 1)
+    if values["metric"] not in DISTANCES:
+        raise FewstepError(f"schedule.metric must be one of {list(DISTANCES)}, got {values['metric']!r}")
+    if values["base"] not in SCHEDULES:
+        raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
+    if values["significance"] < 0:
+        raise FewstepError(f"schedule.significance must be >= 0 (standard errors), got {values['significance']}")
+    if not values["budget"] > 0:
+        raise FewstepError(f"schedule.budget must be positive (GITS reference warm-ups), got {values['budget']}")
+    return OssSettings(**{f.name: values[f.name] for f in fields(OssSettings)})

@@ -1,0 +1,307 @@
+"""schedule=oss: the solver-aware DP over the sampling solver's own states."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+import fewstep
+from fewstep import FewstepError, run
+from fewstep.data import seeded_noise
+from fewstep.models import GaussianDenoiser
+from fewstep.schedules import polynomial
+from fewstep.schedules.gits import teacher_trajectory
+from fewstep.schedules.oss import (
+    OssSettings,
+    candidates,
+    median_path,
+    oss_settings,
+    planned_evaluations,
+    search,
+    solver_aware_dp,
+)
+from fewstep.schedules.oss.kernel import nearest_path, refine, significantly_lower
+from fewstep.solvers import Sampler, get_solver, ipndm
+
+from .conftest import compose_config
+
+
+def gaussian_problem(batch: int = 3, n: int = 8):
+    torch.manual_seed(0)
+    denoiser = GaussianDenoiser(torch.randn(1, 2, 2).double() * 0.5, torch.rand(1, 2, 2).double() * 0.8 + 0.1)
+    grid = polynomial(n - 1, 0.01, 20.0)
+    x = torch.randn(batch, 1, 2, 2, dtype=torch.float64) * 20.0
+    teacher, _ = teacher_trajectory(ipndm, denoiser, x, grid)
+    return denoiser, grid, x, teacher
+
+
+def from_scratch(spec, options, denoiser, x, sigmas: list[float], total: int, to_zero: bool) -> torch.Tensor:
+    """The state after len(sigmas)-1 steps of a whole run of `total` steps, with nothing remembered: the run goes on
+    along an arbitrary completion, and the state is read from its callback."""
+    tail = [sigmas[-1] / 3**m for m in range(1, total - len(sigmas) + 2)]
+    if to_zero and tail:
+        tail[-1] = 0.0
+    seen = {}
+    spec.fn(denoiser, x, torch.tensor([*sigmas, *tail], dtype=torch.float64),
+            callback=lambda info: seen.setdefault(info["i"], info["x_next"]), **options)  # fmt: skip
+    return seen[len(sigmas) - 2]
+
+
+def brute_force(spec, options, denoiser, x, grid, teacher, num_steps, total, to_zero):
+    """Every path evaluated from scratch, then the DP's recursion applied to that table: the best state at (k, j)
+    extends the best state at (k-1, i) that lands closest to the teacher at j."""
+    n, sigmas = len(grid), grid.tolist()
+    error = {}
+    for k in range(1, num_steps + 1):
+        for inner in itertools.combinations(range(1, n), k):
+            path = (0, *inner)
+            state = from_scratch(spec, options, denoiser, x, [sigmas[p] for p in path], total, to_zero)
+            error[path] = float((state - teacher[path[-1]]).flatten(1).norm(dim=1).mean())
+    best = {0: (0,)}
+    for k in range(1, num_steps + 1):
+        last = n - 1 - (num_steps - k)
+        targets = [n - 1] if k == num_steps else range(k, last + 1)
+        best = {j: min((best[i] + (j,) for i in sorted(best) if i < j), key=lambda p: error[p]) for j in targets}
+    return list(best[n - 1]), error
+
+
+@pytest.mark.parametrize(
+    ("solver", "options", "steps", "total", "to_zero"),
+    [
+        ("euler", {}, 3, 3, False),
+        ("heun", {}, 2, 2, False),
+        ("ipndm_v", {}, 3, 3, False),
+        ("dpmpp", {"lower_order_final": True}, 3, 4, True),  # orders depend on the steps left, to a final 0
+        ("unipc", {}, 3, 3, False),  # the corrector evaluates at each candidate target
+    ],
+)
+def test_dp_equals_brute_force_under_the_same_recursion(solver, options, steps, total, to_zero):
+    denoiser, grid, x, teacher = gaussian_problem()
+    spec = get_solver(solver)
+
+    def solve(d, start, sigmas, *, callback):
+        return spec.fn(d, start, sigmas, callback=callback, **options)
+
+    found = solver_aware_dp(solve, denoiser, x, grid, teacher, steps, total, to_zero, "l2")
+    path, error = brute_force(spec, options, denoiser, x, grid, teacher, steps, total, to_zero)
+    assert found["path"] == path
+    assert math.isclose(found["value"], error[tuple(path)], rel_tol=1e-12)
+    for k, states in enumerate(found["paths"][1:], start=1):  # every state's value is its path's, from scratch
+        for j, state_path in states.items():
+            assert math.isclose(float(found["values"][k, j]), error[tuple(state_path)], rel_tol=1e-12)
+    # the recursion is greedy: no path of the table is better at the end than the global optimum it may miss
+    assert min(e for p, e in error.items() if len(p) == steps + 1 and p[-1] == len(grid) - 1) <= found["value"]
+
+
+def test_replay_spends_one_model_call_per_state_or_candidate():
+    denoiser, grid, x, teacher = gaussian_problem(n=12)
+    states, pairs = candidates(12, 4)
+    for solver, expected in [("euler", states), ("ipndm", states), ("heun", states + pairs), ("dpm", states + pairs)]:
+        spec = get_solver(solver)
+
+        def solve(d, start, sigmas, *, callback, spec=spec):
+            return spec.fn(d, start, sigmas, callback=callback)
+
+        found = solver_aware_dp(solve, denoiser, x, grid, teacher, 4, 4)
+        assert found["evaluations"] == expected, solver
+        assert planned_evaluations(Sampler(spec, grid), 12, 4) == expected + 11  # plus the teacher's 11
+
+
+def test_search_bookkeeping_reproduces_the_recorded_error():
+    """Re-running the solver on the searched schedule from the validation noise gives the distance the search
+    recorded; with refine=false and one finalist, the DP's own path is the schedule."""
+    denoiser = GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6))
+    for refine_on in (False, True):
+        for solver in ("heun", "ipndm_v", "dpmpp"):
+            sampler = Sampler.of(solver, [80.0, 0.002])
+            settings = {"grid_size": 13, "num_warmup": 6, "min_warmup": 6, "num_validation": 10,
+                        "refine": refine_on, "finalists": 1 if not refine_on else 4}  # fmt: skip
+            record = search(settings, sampler=sampler, denoiser=denoiser, shape=(1, 3, 3), sigma_min=0.002,
+                            sigma_max=80.0, num_steps=3)  # fmt: skip
+            first, count = record["validation_seeds"]
+            assert first == 1_000_006 and count == 10  # after the DP's warm-up seeds
+            seeds = torch.arange(first, first + count)
+            noise = seeded_noise(seeds, (1, 3, 3))
+            grid = torch.tensor(record["grid"], dtype=torch.float64)
+            out = sampler.with_sigmas(grid[record["indices"]])(denoiser, noise, seeds)
+            teacher = Sampler.of("ipndm", grid, max_order=4)(denoiser, noise, seeds)
+            again = (out - teacher).flatten(1).double().norm(dim=1).mean().item()
+            assert math.isclose(again, record["path_cost"], rel_tol=1e-9), (solver, refine_on)
+            assert record["warmup_count"] == 6 and record["method"] == "oss"
+            if not refine_on and record["start"] == "dp 0":
+                assert record["indices"] == record["dp_indices"]
+
+
+def test_refine_takes_only_significant_moves_and_keeps_a_path():
+    target = [0, 4, 9, 15, 20]
+    offsets = torch.linspace(-0.5, 0.5, 16)  # per-sample spread around each path's mean distance
+
+    def distances(path):
+        return sum((a - b) ** 2 for a, b in zip(path, target, strict=True)) + 1.0 + offsets
+
+    path, ends = refine(distances, [0, 1, 2, 3, 20], window=3, z=2.0)
+    assert path == target and torch.equal(ends, distances(target))
+    assert all(a < b for a, b in zip(path, path[1:], strict=False))
+
+    def noisy(path):  # the same mean everywhere, per-sample noise that differs by path: no move is significant
+        generator = torch.Generator().manual_seed(sum(path))
+        return 5.0 + torch.randn(16, generator=generator)
+
+    start = [0, 5, 10, 15, 20]
+    assert refine(noisy, start, window=3, z=3.0)[0] == start
+    assert significantly_lower(torch.zeros(4), torch.ones(4), 2.0)  # no spread: any lower mean
+
+
+def test_median_path_and_nearest_path():
+    assert median_path([[0, 3, 9], [0, 5, 9], [0, 4, 9]]) == [0, 4, 9]
+    assert median_path([[0, 2, 5, 9], [0, 3, 4, 9]]) == [0, 2, 4, 9]  # mean of the two middle ones, rounded down
+    grid = polynomial(60, 0.002, 80.0)
+    assert nearest_path(grid, polynomial(6, 0.002, 80.0)) == [0, 10, 20, 30, 40, 50, 60]
+
+
+def test_budget_sets_the_warmup_size():
+    from fewstep.schedules.oss import warmup_size
+
+    assert warmup_size(OssSettings(), 400) == 32  # 1-evaluation solvers: num_warmup
+    assert warmup_size(OssSettings(), 5000) == 8  # budget would allow 3: min_warmup
+    assert warmup_size(OssSettings(budget=2.0), 1000) == 30
+
+
+def test_bad_oss_settings_are_one_clear_error(make_cfg):
+    with pytest.raises(FewstepError, match="schedule.metric must be one of"):
+        oss_settings({"metric": "l3"})
+    with pytest.raises(FewstepError, match="schedule 'oss' takes options"):
+        oss_settings({"coeff": 1.15})
+    with pytest.raises(FewstepError, match="min_warmup must be between 1 and 32"):
+        oss_settings({"min_warmup": 40})
+    with pytest.raises(FewstepError, match="schedule.metric must be one of"):
+        run(make_cfg("schedule=oss", "schedule.metric=l3"))
+    with pytest.raises(FewstepError, match="oss grid of 5 points cannot provide"):
+        run(make_cfg("schedule=oss", "schedule.grid_size=5", "nfe=8"))
+    with pytest.raises(FewstepError, match="deterministic solver"):
+        search({}, sampler=Sampler.of("er_sde", [80.0, 0.002]), denoiser=GaussianDenoiser(), shape=(1, 2, 2),
+               sigma_min=0.002, sigma_max=80.0, num_steps=2)  # fmt: skip
+
+
+def test_oss_yaml_lists_the_defaults():
+    import yaml
+
+    from fewstep.schedules.oss import DEFAULTS
+
+    from .conftest import ROOT
+
+    shipped = yaml.safe_load((ROOT / "conf" / "schedule" / "oss.yaml").read_text())
+    assert shipped.pop("name") == "oss" and shipped == DEFAULTS
+
+
+SMALL_OSS = ["dataset=digits", "schedule=oss", "schedule.grid_size=16", "schedule.num_warmup=8", "batch_size=8",
+             "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def test_task_search_oss_writes_its_record_and_reuses_its_cache(tmp_path, monkeypatch, caplog):
+    from fewstep.models import KDEDenoiser
+
+    calls = {"n": 0}
+    original = KDEDenoiser.forward
+
+    def counting(self, x, sigma):
+        calls["n"] += 1
+        return original(self, x, sigma)
+
+    monkeypatch.setattr(KDEDenoiser, "forward", counting)
+
+    def searched(folder):
+        calls["n"] = 0
+        cfg = compose_config(["task=search", *SMALL_OSS, "solver=heun", "nfe=5"], tmp_path / folder)
+        cfg.paths.cache_dir = str(tmp_path / "cache")
+        return run(cfg), calls["n"]
+
+    first, spent = searched("a")
+    saved = json.loads((tmp_path / "a" / "run" / "schedule.json").read_text())
+    record = saved["oss"]
+    assert record["indices"] == first["indices"] and len(first["indices"]) == 4  # heun NFE 5: 3 steps with AFS
+    assert record["evaluations"] > 0 and record["seconds"] > 0 and record["solver"] == "heun" and spent > 0
+    assert (tmp_path / "a" / "run" / "oss.png").is_file()
+    (entry,) = (tmp_path / "cache" / "oss" / "schedules").glob("*.json")
+    assert searched("b") == (first, 0)  # reused: no denoiser call
+    entry.write_text(entry.read_text()[:40])  # damaged: one warning, searched again, never read
+    again, spent = searched("c")
+    assert again == first and spent > 0 and "damaged oss schedule cache" in caplog.text
+
+
+def test_sampling_run_with_oss(tmp_path):
+    cfg = compose_config([*SMALL_OSS, "solver=dpmpp", "nfe=4", "num_samples=8", "eval.reference.num_steps=8",
+                          "denoise_to_zero=true"], tmp_path)  # fmt: skip
+    metrics = run(cfg)
+    assert metrics["schedule"] == "oss" and metrics["nfe"] == 4 and metrics["sigmas"][-1] == 0
+    record = json.loads((tmp_path / "run" / "schedule.json").read_text())["oss"]
+    assert record["total_steps"] == 4 and record["num_steps"] == 3 and record["to_zero"]
+
+
+def test_api_search_schedule_oss_equals_the_search():
+    denoiser = GaussianDenoiser(torch.full((1, 2, 2), 0.2), torch.full((1, 2, 2), 0.5))
+    schedule = fewstep.search_schedule(denoiser, shape=(1, 2, 2), nfe=4, solver="ipndm_v", method="oss",
+                                       grid_size=11, num_warmup=4, min_warmup=4)  # fmt: skip
+    direct = search({"grid_size": 11, "num_warmup": 4, "min_warmup": 4}, sampler=Sampler.of("ipndm_v", [80, 0.002]),
+                    denoiser=denoiser, shape=(1, 2, 2), sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
+    assert schedule.indices == direct["indices"] and schedule.sigmas.tolist() == direct["sigmas"]
+
+
+@pytest.fixture(scope="module")
+def mnist5k_problem():
+    """The default data and model (mnist5k, KDE), and a Heun-100 reference from 128 held-out seeds."""
+    from fewstep.data import mnist5k
+    from fewstep.models import KDEDenoiser
+    from fewstep.solvers import heun
+
+    data = mnist5k()
+    denoiser = KDEDenoiser(data.images)
+    seeds = torch.arange(128)
+    noise = seeded_noise(seeds, data.shape)
+    reference = heun(denoiser, noise * 80.0, polynomial(100, 0.002, 80.0))
+    return data, denoiser, seeds, noise, reference
+
+
+def truncation_errors(problem, solver: str, nfe: int, cache) -> dict:
+    """Mean L2 to the reference of polynomial, logsnr, gits and oss (fewstep.search_schedule, defaults)."""
+    from fewstep.schedules import logsnr
+    from fewstep.solvers import plan_steps
+
+    data, denoiser, seeds, _, reference = problem
+    steps = plan_steps(get_solver(solver), nfe).num_steps
+    schedules = {"polynomial": polynomial(steps, 0.002, 80.0), "logsnr": logsnr(steps, 0.002, 80.0)}
+    for method in ("gits", "oss"):
+        schedules[method] = fewstep.search_schedule(denoiser, shape=data.shape, nfe=nfe, solver=solver, method=method,
+                                                    cache_dir=cache, cache_key="kde-mnist5k")  # fmt: skip
+    errors = {}
+    for name, sigmas in schedules.items():
+        samples = fewstep.sample(denoiser, solver, sigmas, seeds=seeds.tolist(), shape=data.shape)
+        errors[name] = (samples - reference).flatten(1).norm(dim=1).mean().item()
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("solver", "claim"),
+    [
+        pytest.param("ipndm_v", "beats hand-crafted"),
+        pytest.param("deis", "beats hand-crafted"),
+        pytest.param("euler", "no worse than gits"),
+        pytest.param("heun", "beats hand-crafted", marks=pytest.mark.slow),
+        pytest.param("dpm", "beats hand-crafted", marks=pytest.mark.slow),
+        pytest.param("ipndm", "no worse than gits", marks=pytest.mark.slow),
+        pytest.param("unipc", "no worse than gits", marks=pytest.mark.slow),
+        pytest.param("dpmpp", "no worse than gits", marks=pytest.mark.slow),
+    ],
+)
+def test_oss_at_nfe6_on_the_default_data(mnist5k_problem, tmp_path_factory, solver, claim):
+    """The issue's acceptance at NFE 6 (mnist5k KDE, truncation error on 128 held-out seeds; the table for every
+    NFE is `make bench ARGS="--only searches"`)."""
+    errors = truncation_errors(mnist5k_problem, solver, 6, tmp_path_factory.getbasetemp() / "oss-claims")
+    if claim == "beats hand-crafted":
+        assert errors["oss"] < min(errors["polynomial"], errors["logsnr"]), errors
+    else:
+        assert errors["oss"] <= errors["gits"], errors
