@@ -31,7 +31,7 @@ README = ROOT / "README.md"
 # what may be appended: sizes only, never a path or a directory (tests must not hide a needed override)
 SIZES = {"num_samples": "24", "schedule.num_warmup": "32", "task.steps": "20", "hydra.sweeper.n_trials": "2"}
 # commands that need what is not here, and the words their error must contain
-NEEDS_FILES = {"/data/": "/data/"}
+NEEDS_FILES = {"/data/": "/data/", "hydra/launcher=slurm": "sbatch"}  # no cluster here: a clear error
 
 
 def readme_commands() -> list[list[str]]:
@@ -102,6 +102,10 @@ def test_readme_command_runs_as_written(argv, fresh_copy):
 
 def check_outputs(argv: list[str], stdout: str, root: Path) -> None:
     """What the README promises each kind of command leaves behind."""
+    if "dashboard" in argv:  # no W&B server here: the report's specification, written offline
+        assert "the report's specification is in wandb_dashboard.json" in stdout
+        assert json.loads((root / "wandb_dashboard.json").read_text())["type"] == "Report"
+        return
     if argv[1] != "run.py":  # python -m fewstep solvers
         assert "| solver | NFE per step | order |" in stdout
         return

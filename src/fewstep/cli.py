@@ -1,4 +1,5 @@
-"""`python -m fewstep solvers|schedules`: what can be composed, with orders, NFE cost and options."""
+"""`python -m fewstep solvers|schedules`: what can be composed, with orders, NFE cost and options;
+`python -m fewstep dashboard --entity E --project P [--group SWEEP]`: a W&B report of a sweep."""
 
 from __future__ import annotations
 
@@ -42,8 +43,19 @@ def schedules_table() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fewstep", description="List what fewstep can compose.")
-    parser.add_argument("what", choices=["solvers", "schedules"])
+    parser.add_argument("what", choices=["solvers", "schedules", "dashboard"])
+    parser.add_argument("--entity", help="dashboard: the W&B entity (user or team)")
+    parser.add_argument("--project", help="dashboard: the W&B project the runs were logged to")
+    parser.add_argument("--group", help="dashboard: one sweep (its folder name under outputs/multiruns/DATE/)")
+    parser.add_argument("--output", default="wandb_dashboard.json", help="dashboard: the specification file offline")
     args = parser.parse_args(argv)
+    if args.what == "dashboard":
+        if not args.entity or not args.project:
+            parser.error("dashboard needs --entity and --project")
+        from fewstep.dashboard import main as dashboard
+
+        dashboard(args.entity, args.project, args.group, args.output)
+        return
     print(solvers_table() if args.what == "solvers" else schedules_table())
 
 

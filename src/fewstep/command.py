@@ -32,6 +32,7 @@ def run_reporting_errors(cfg):
 
     stop_on_signals()
     try:
+        set_threads(cfg)
         return run(cfg)
     except FewstepError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -42,6 +43,75 @@ def run_reporting_errors(cfg):
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         sys.exit(1)
+
+
+def available_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_jobs(cores: int) -> int:
+    """How many jobs of this sweep the launcher runs at once on this machine: joblib's n_jobs (negative: cores + 1 +
+    n_jobs, as joblib counts), 1 for a single run or a launcher that runs jobs one after another or elsewhere."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "JoblibLauncher" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = launcher.get("n_jobs")
+    n_jobs = -1 if n_jobs is None else int(n_jobs)
+    return max(1, n_jobs if n_jobs > 0 else cores + 1 + n_jobs)
+
+
+def submitit_cpus() -> int | None:
+    """The CPUs a submitit launcher (hydra/launcher=slurm, local_jobs) reserves for each task, if it says."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return None
+    cpus = launcher.get("cpus_per_task")
+    return int(cpus) if cpus else None
+
+
+def set_threads(cfg) -> int | None:
+    """`threads`: torch's intra-op threads for this job. `auto`: left alone for a single run; under a submitit
+    launcher, its `cpus_per_task`; when joblib runs several jobs at once on this machine, cores / jobs each, so that
+    they do not oversubscribe the CPU (two 2-thread processes on 2 cores made the GITS warm-up 30x slower)."""
+    import torch
+
+    from fewstep.errors import FewstepError
+    from fewstep.utils.logging import info
+
+    value = cfg.get("threads", "auto")
+    cores = available_cores()
+    if value == "auto":
+        reserved = submitit_cpus()
+        jobs = parallel_jobs(cores)
+        if reserved:
+            threads = reserved
+            info(f"threads: {threads} (the launcher's cpus_per_task)")
+        elif jobs > 1:
+            threads = max(1, cores // jobs)
+            info(f"threads: {threads} per job ({cores} cores, {jobs} jobs at once)")
+        else:
+            return None
+    elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        threads = value
+    else:
+        raise FewstepError(f"threads must be auto or a positive integer, got {value!r}")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def os_error_line(err: OSError) -> str:
@@ -77,6 +147,19 @@ class RunDirCheck(_hydra_callback()):
 
     def on_multirun_start(self, config, **kwargs) -> None:
         _check_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
+        _check_slurm(config.hydra.launcher)
+
+
+def _check_slurm(launcher) -> None:
+    """The SLURM launcher submits with sbatch: without it (not on a cluster), one line instead of a traceback."""
+    import shutil
+    import sys
+
+    if "SlurmLauncher" in str(launcher.get("_target_", "")) and shutil.which("sbatch") is None:
+        print("error: hydra/launcher=slurm submits the jobs with sbatch, which is not on this machine's PATH: run "
+              "the sweep on the cluster's login node, or try it here with hydra/launcher=submitit_local",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
 
 
 def _check_dir(path: str, key: str) -> None:
@@ -94,12 +177,56 @@ def _check_dir(path: str, key: str) -> None:
 
 def register_resolvers() -> None:
     """`${fewstep.cwd:}`: the directory the command was started from. Hydra's `${hydra:runtime.cwd}` is not set
-    yet when a multirun's sweep directory is resolved, so `paths.root_dir` cannot use it."""
+    yet when a multirun's sweep directory is resolved, so `paths.root_dir` cannot use it.
+    `${fewstep.run_stamp:}`: the run folder's date and time, the same on every rank of an external launcher."""
     import os
 
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("fewstep.cwd", os.getcwd, replace=True)
+    OmegaConf.register_new_resolver("fewstep.run_stamp", run_stamp, replace=True, use_cache=True)
+
+
+STAMP_FORMAT = "%Y-%m-%d/%H-%M-%S-%f"
+
+
+def run_stamp(environ=None, wait_seconds: float = 120.0) -> str:
+    """`DATE/TIME` naming this run's folder. One process: now. Under torchrun or SLURM every rank starts Hydra
+    itself and would read its own clock, so the ranks agree instead: on one node rank 0 writes its stamp to a
+    file named by the launcher's job id (torchrun's TORCHELASTIC_RUN_ID, SLURM's job and step ids) and the others
+    read it; across nodes, where no file is shared, the job id names the folder (`DATE-of-the-id/torchrun-ID`)."""
+    import os
+    import tempfile
+    import time
+    from datetime import datetime
+    from pathlib import Path
+
+    env = os.environ if environ is None else environ
+    now = datetime.now().strftime(STAMP_FORMAT)
+    if int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", "1")) or 1) <= 1:
+        return now
+    if "TORCHELASTIC_RUN_ID" in env:
+        job, rank, local = f"torchrun-{env['TORCHELASTIC_RUN_ID']}", env.get("RANK", "0"), env.get("LOCAL_WORLD_SIZE")
+        single_node = local is not None and local == env.get("WORLD_SIZE")
+    elif "SLURM_JOB_ID" in env:
+        job = f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '0')}"
+        rank, single_node = env.get("SLURM_PROCID", "0"), env.get("SLURM_NNODES", "1") == "1"
+    else:
+        return now  # a launcher we do not know: as before (give hydra.run.dir=... to every rank)
+    if not single_node:
+        return f"{job}/run"
+    shared = Path(tempfile.gettempdir()) / f"fewstep-stamp-{job}"
+    if rank == "0":
+        partial = shared.with_suffix(f".{os.getpid()}.part")
+        partial.write_text(now)
+        os.replace(partial, shared)
+        return now
+    started, deadline = time.time(), time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:  # a file left by an earlier launch with the same id is too old to count
+        if shared.is_file() and shared.stat().st_mtime > started - 60:
+            return shared.read_text().strip()
+        time.sleep(0.05)
+    return f"{job}/run"
 
 
 def print_run_dir(cfg) -> None:

@@ -18,12 +18,19 @@ def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
 
 
-def write_schedule(run_dir: Path, schedule: dict, search: dict | None) -> None:
-    """schedule.json (the sigmas, the step plan and the search record under its method's name), sigmas.txt and,
-    for a search, its plot (gits.png or oss.png)."""
+def write_schedule(run_dir: Path, schedule: dict, search: dict | None, denoiser=None) -> None:
+    """schedule.json (the sigmas, the step plan, the search record under its method's name, and `export`: the
+    sigmas for k-diffusion / ComfyUI and, for a discrete-time model, its integer timesteps), sigmas.txt (full
+    precision), sigmas_k_diffusion.txt (ending in 0) and, for a search, its plot (gits.png or oss.png)."""
+    from fewstep.schedules.export import export_record
+
+    table = denoiser.training_sigmas() if hasattr(denoiser, "training_sigmas") else None
+    export = export_record(schedule["sigmas"], table)
     method = (search or {}).get("method", "gits")
-    atomic_save_json(run_dir / "schedule.json", {**schedule, **({method: search} if search else {})})
-    atomic_write_bytes(run_dir / "sigmas.txt", (", ".join(f"{s:.6g}" for s in schedule["sigmas"]) + "\n").encode())
+    atomic_save_json(run_dir / "schedule.json", {**schedule, "export": export, **({method: search} if search else {})})
+    atomic_write_bytes(run_dir / "sigmas.txt", (", ".join(f"{s:.17g}" for s in export["sigmas"]) + "\n").encode())
+    zero = ", ".join(f"{s:.17g}" for s in export["k_diffusion_sigmas"]) + "\n"
+    atomic_write_bytes(run_dir / "sigmas_k_diffusion.txt", zero.encode())
     if search:
         from fewstep.plotting import plot_search
 

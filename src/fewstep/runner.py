@@ -24,7 +24,18 @@ class LightningRunner:
         return self.trainer.is_global_zero
 
     def broadcast(self, payload):
-        return self.trainer.strategy.broadcast(payload, src=0)
+        """Rank 0's payload on every rank. Under an external launcher (torchrun, SLURM) the ranks may get here before
+        any prediction has made the process group (a search from a cached cost matrix): it is made now. Under
+        Lightning's own launcher the other ranks do not exist yet; they repeat this step when launched."""
+        import torch.distributed as dist
+
+        strategy = self.trainer.strategy
+        if self.trainer.world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+            environment = getattr(strategy, "cluster_environment", None)
+            if environment is None or not environment.creates_processes_externally:
+                return payload
+            strategy.setup_environment()
+        return strategy.broadcast(payload, src=0)
 
     def place(self, module):
         """Move a network to this rank's device (predict's teardown leaves it on the CPU); returns the device."""

@@ -164,9 +164,15 @@ def check_run(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     if is_ddp and HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-        raise FewstepError("trainer=ddp inside a multirun (-m) is not supported: Lightning's launcher would re-run "
-                           "the whole sweep in every process; sweep single-process jobs, or launch each job "
-                           "with torchrun/SLURM")  # fmt: skip
+        launcher = HydraConfig.get().launcher
+        ranks_made_by_launcher = "submitit" in str(launcher.get("_target_", "")) and (
+            int(launcher.get("tasks_per_node") or 1) * int(launcher.get("nodes") or 1) > 1)  # fmt: skip
+        if not ranks_made_by_launcher:
+            raise FewstepError(
+                "trainer=ddp inside a multirun (-m) needs a launcher that starts the ranks itself (hydra/launcher="
+                "slurm, tasks_per_node = trainer.devices): Lightning's own launcher would re-run the whole sweep in "
+                "every process; or sweep single-process jobs"
+            )
 
 
 def eval_settings(eval_cfg: DictConfig) -> EvalSettings:

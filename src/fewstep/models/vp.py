@@ -94,6 +94,10 @@ class VPDiscreteDenoiser(nn.Module):
         """(smallest, largest) sigma of the discrete training timesteps."""
         return self._sigma_range
 
+    def training_sigmas(self) -> torch.Tensor:
+        """sigma_t of the discrete training timesteps, float64, increasing with t (what integer timesteps mean)."""
+        return self._log_sigmas[torch.device("cpu")].exp()
+
     def fingerprint_extra(self) -> str:
         """The sigma table, kept outside the state dict (see `models.denoiser.weights_fingerprint`)."""
         from fewstep.utils.storage import tensor_fingerprint

@@ -111,7 +111,7 @@ def write_run(plan: RunPlan, runs: dict, metrics: dict) -> None:
         grids = {panel_title(metrics, f"{plan.baseline.label} (baseline)", "baseline_"):
                  runs["baseline_"].store.load(shown), **grids}  # fmt: skip
     write_config(run_dir, plan.outputs.config)
-    write_schedule(run_dir, schedule_record(plan), plan.search)
+    write_schedule(run_dir, schedule_record(plan), plan.search, plan.denoiser)
     write_results(run_dir, grids, metrics)
     if plan.eval.save_npz:
         from fewstep.metrics.quantize import quantize

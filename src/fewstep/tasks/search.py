@@ -21,7 +21,7 @@ def search(cfg: DictConfig) -> dict | None:
     if not runner.is_main:
         return None
     sigmas = plan.sampler.sigmas.tolist()
-    write_schedule(plan.outputs.run_dir, {"plan": plan.steps.describe(), "sigmas": sigmas}, plan.search)
+    write_schedule(plan.outputs.run_dir, {"plan": plan.steps.describe(), "sigmas": sigmas}, plan.search, plan.denoiser)
     info(plan.steps.describe())
     print(f"sigmas: [{', '.join(f'{s:.6g}' for s in sigmas)}]", flush=True)
     return {"sigmas": sigmas, "indices": plan.search["indices"]}

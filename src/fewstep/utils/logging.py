@@ -72,7 +72,7 @@ def log_run(outputs, metrics: dict, images: dict[str, Path] | None = None) -> No
     for name, logger_cfg in outputs.loggers:
         try:
             logger = build_logger(name, logger_cfg, outputs, metrics)
-            logger.log_hyperparams(_flatten("", outputs.config, {}))
+            logger.log_hyperparams({**_flatten("", outputs.config, {}), "sweep_group": outputs.group or ""})
             logger.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
             _log_extras(logger, metrics, images or {})
             finish_logger(logger)

@@ -36,11 +36,24 @@ class Schedule:
         plot_search(self.record, Path(path))
         return Path(path)
 
-    def to_diffusers(self) -> dict:
-        """`scheduler.set_timesteps(**schedule.to_diffusers())` for diffusers schedulers that take custom sigmas
-        (Euler, Heun, DPM-Solver++ multistep, ...): the positive sigmas, largest first; the scheduler appends its
-        own final sigma (0)."""
-        return {"sigmas": [float(s) for s in self.sigmas if s > 0]}
+    def to_diffusers(self, scheduler=None):
+        """Without a scheduler: `{"sigmas": [...]}` for `scheduler.set_timesteps(**...)` of schedulers that take
+        custom sigmas (the full list: diffusers uses its last value as the final sigma). With one: the scheduler,
+        set to run this schedule (sigmas=, or the nearest integer timesteps for schedulers that take only
+        timesteps=; refused where it cannot, see `fewstep.schedules.export`)."""
+        values = [float(s) for s in self.sigmas]
+        if scheduler is None:
+            return {"sigmas": values}
+        from fewstep.schedules.export import configure_diffusers
+
+        configure_diffusers(scheduler, values)
+        return scheduler
+
+    def to_k_diffusion(self) -> torch.Tensor:
+        """k-diffusion's (and ComfyUI's custom sigmas) convention: float64 sigmas ending in 0."""
+        from fewstep.schedules.export import with_final_zero
+
+        return torch.tensor(with_final_zero(self.sigmas.tolist()), dtype=torch.float64)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{s:.4g}" for s in self.sigmas.tolist())

@@ -136,24 +136,34 @@ def search(
             return record
     dp_steps = num_steps - 1 if insert_afs else num_steps
     cost, count = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main, dp_steps)
+
+    def compute() -> dict:
+        afs_step = (lambda path: afs(path, grid, teacher_sampler)) if insert_afs else None
+        path, path_cost, distances = search_path(cost, settings.coeff, num_steps, afs_step)
+        record = {
+            "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "cost": cost.tolist(),
+            "path_cost": path_cost, "afs_insert_distances": distances, "num_steps": num_steps,
+            "settings": settings.as_dict(), "warmup_count": count,
+            "identity": cache.identity if cache else None, "cost_key": cost_key, "schedule_key": key,
+        }  # fmt: skip
+        if not all(math.isfinite(s) for s in record["sigmas"]) or not math.isfinite(path_cost):
+            raise NonFiniteError(f"GITS search: non-finite schedule {record['sigmas']}; nothing was cached")
+        if cache:
+            cache.write_schedule(key, record)
+        info(f"GITS schedule searched: grid indices {record['indices']}")
+        return record
+
+    return on_main_then_broadcast(compute, is_main, broadcast)
+
+
+def on_main_then_broadcast(compute: Callable[[], dict], is_main: bool, broadcast: Callable) -> dict:
+    """`compute()` on the main process, its result on every process; an error there is raised on every process
+    (so that none waits in the broadcast forever)."""
     payload = None
     if is_main:
         try:
-            afs_step = (lambda path: afs(path, grid, teacher_sampler)) if insert_afs else None
-            path, path_cost, distances = search_path(cost, settings.coeff, num_steps, afs_step)
-            record = {
-                "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "cost": cost.tolist(),
-                "path_cost": path_cost, "afs_insert_distances": distances, "num_steps": num_steps,
-                "settings": settings.as_dict(), "warmup_count": count,
-                "identity": cache.identity if cache else None, "cost_key": cost_key, "schedule_key": key,
-            }  # fmt: skip
-            if not all(math.isfinite(s) for s in record["sigmas"]) or not math.isfinite(path_cost):
-                raise NonFiniteError(f"GITS search: non-finite schedule {record['sigmas']}; nothing was cached")
-            if cache:
-                cache.write_schedule(key, record)
-            info(f"GITS schedule searched: grid indices {record['indices']}")
-            payload = {"record": record}
-        except FewstepError as err:  # tell every process, so that none waits in the broadcast forever
+            payload = {"record": compute()}
+        except FewstepError as err:
             payload = {"error": str(err)}
     payload = broadcast(payload)
     if "error" in payload:

@@ -17,7 +17,7 @@ from fewstep.data.seeds import seed_range, seeded_noise
 from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.schedules.gits.cache import GitsCache
 from fewstep.schedules.gits.kernel import teacher_trajectory
-from fewstep.schedules.gits.search import WARMUP_NAN_CAUSE, base_grid, teacher
+from fewstep.schedules.gits.search import WARMUP_NAN_CAUSE, base_grid, on_main_then_broadcast, teacher
 from fewstep.schedules.handcrafted import polynomial
 from fewstep.schedules.oss.kernel import (
     Replay,
@@ -123,21 +123,16 @@ def search(
         if record is not None:
             info(f"oss schedule reused from {cache.schedule_path(key)}")
             return record
-    payload = None
-    if is_main:
-        try:
-            with torch.no_grad():
-                record = run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
-            record.update(identity=cache.identity if cache else None, schedule_key=key)
-            if cache:
-                cache.write_schedule(key, record)
-            payload = {"record": record}
-        except FewstepError as err:  # tell every process, so that none waits in the broadcast forever
-            payload = {"error": str(err)}
-    payload = broadcast(payload)
-    if "error" in payload:
-        raise FewstepError(payload["error"])
-    return payload["record"]
+
+    def compute() -> dict:
+        with torch.no_grad():
+            record = run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
+        record.update(identity=cache.identity if cache else None, schedule_key=key)
+        if cache:
+            cache.write_schedule(key, record)
+        return record
+
+    return on_main_then_broadcast(compute, is_main, broadcast)
 
 
 def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,

@@ -1,0 +1,94 @@
+"""Searched schedules into the tools people sample with: diffusers schedulers, k-diffusion and ComfyUI.
+
+- k-diffusion / ComfyUI custom sigmas: the sigmas, largest first, ending in 0 (their samplers take the last step
+  to 0 themselves).
+- diffusers: a scheduler whose `set_timesteps` takes `sigmas=` (EulerDiscreteScheduler, Heun, ...) gets the
+  sigmas as they are, its last one included (diffusers does not append its own); one that takes only
+  `timesteps=` (DPMSolverMultistepScheduler, UniPC, ...) gets the integer timesteps whose training sigmas are
+  nearest (the reference code's discrete conversion), with the rounding reported; DDIMScheduler, which steps by
+  equal strides, is refused. A schedule outside the scheduler's trained sigma range is refused too: diffusers
+  would clamp sigma 80 to its last timestep without a word.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from fewstep.errors import FewstepError
+
+
+def with_final_zero(sigmas) -> list[float]:
+    """k-diffusion's and ComfyUI's convention: the sigmas, ending in 0."""
+    values = [float(s) for s in sigmas]
+    return values if values and values[-1] == 0 else [*values, 0.0]
+
+
+def training_sigmas(alphas_cumprod) -> torch.Tensor:
+    """sigma_t = sqrt((1 - abar_t) / abar_t) of a discrete-time model, float64, increasing with t."""
+    abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+    return ((1 - abar) / abar).sqrt()
+
+
+def nearest_timesteps(sigmas, table: torch.Tensor) -> tuple[list[int], float]:
+    """The integer timestep nearest (in log sigma) to each positive sigma on a model's increasing training sigmas
+    `table`, and the largest relative sigma error that rounding makes. Two sigmas on one timestep are an error."""
+    table = torch.as_tensor(table, dtype=torch.float64).log()
+    positive = torch.tensor([float(s) for s in sigmas if s > 0], dtype=torch.float64)
+    steps = (positive.log()[:, None] - table[None, :]).abs().argmin(dim=1)
+    if len(set(steps.tolist())) != len(steps):
+        raise FewstepError(f"sigmas {positive.tolist()} fall on repeated integer timesteps {steps.tolist()}: the "
+                           "model has too few training timesteps for this schedule; use a scheduler that takes "
+                           "sigmas=")  # fmt: skip
+    error = float(((table[steps].exp() - positive) / positive).abs().max())
+    return [int(t) for t in steps], error
+
+
+def check_range(sigmas, alphas_cumprod, what: str) -> None:
+    table = training_sigmas(alphas_cumprod)
+    positive = [float(s) for s in sigmas if s > 0]
+    low, high = float(table[0]), float(table[-1])
+    if max(positive) > high * (1 + 1e-3) or min(positive) < low * (1 - 1e-3):
+        raise FewstepError(f"the schedule spans sigma [{min(positive):.6g}, {max(positive):.6g}] but {what} was "
+                           f"trained on [{low:.6g}, {high:.6g}]: it would clamp the sigmas outside to its end "
+                           "timesteps; search with sigma_min/sigma_max inside that range (a discrete-time model's "
+                           "own range: model.sigma_min/model.sigma_max)")  # fmt: skip
+
+
+def configure_diffusers(scheduler, sigmas) -> dict:
+    """Set `scheduler` to run `sigmas` (a float64 list, largest first; its last value is the scheduler's last
+    sigma: 0 to denoise, or sigma_min). Returns what was set: {"sigmas": ...} or {"timesteps": ..., "error": ...}."""
+    name = type(scheduler).__name__
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if alphas is None:
+        raise FewstepError(f"{name} has no alphas_cumprod: not a discrete-time diffusers scheduler")
+    check_range(sigmas, alphas, name)
+    accepts = inspect.signature(scheduler.set_timesteps).parameters
+    if "sigmas" in accepts:
+        scheduler.set_timesteps(sigmas=[float(s) for s in sigmas])
+        got = [float(s) for s in scheduler.sigmas]
+        if len(got) != len(sigmas) or not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+                                              for a, b in zip(got, sigmas, strict=False)):  # fmt: skip
+            raise FewstepError(f"{name} rewrote the sigmas ({got} instead of {list(sigmas)}): switch off its "
+                               "use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas")  # fmt: skip
+        return {"sigmas": got}
+    if "timesteps" in accepts:
+        timesteps, error = nearest_timesteps(sigmas, training_sigmas(alphas))
+        scheduler.set_timesteps(timesteps=timesteps)
+        return {"timesteps": timesteps, "sigma_rounding": error}
+    raise FewstepError(f"{name}.set_timesteps takes neither sigmas= nor timesteps=, so it cannot run a searched "
+                       "schedule (DDIMScheduler steps by equal strides); use EulerDiscreteScheduler (Euler in "
+                       "sigma is DDIM) or DPMSolverMultistepScheduler")  # fmt: skip
+
+
+def export_record(sigmas, table: torch.Tensor | None = None) -> dict:
+    """What schedule.json carries for other tools: the sigmas at full precision, with the final 0 (k-diffusion,
+    ComfyUI), and for a discrete-time model (its training sigmas `table`) the nearest integer timesteps."""
+    values = [float(s) for s in sigmas]
+    record = {"sigmas": values, "k_diffusion_sigmas": with_final_zero(values)}
+    if table is not None:
+        timesteps, error = nearest_timesteps(values, table)
+        record.update(timesteps=timesteps, timesteps_sigma_rounding=error)
+    return record
