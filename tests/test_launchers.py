@@ -49,6 +49,9 @@ def test_torchrun_writes_one_run_dir_whose_fid_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     runs = sorted((tmp_path / "outputs" / "runs").glob("*/*"))
     assert len(runs) == 1, runs  # both ranks wrote into one folder
+    cache = tmp_path / "outputs" / "cache"
+    for kind in ("samples", "reference"):  # samples are cached by key: set the 2-process ones aside, so it samples
+        (cache / kind).rename(cache / f"{kind}_two_processes")
     one = subprocess.run([sys.executable, str(ROOT / "run.py"), "num_samples=64"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
@@ -57,13 +60,21 @@ def test_torchrun_writes_one_run_dir_whose_fid_equals_one_process(tmp_path):
     assert a["world_size"] == 2 and b["world_size"] == 1
     assert a["sigmas"] == b["sigmas"]
     assert abs(a["fid"] - b["fid"]) <= 1e-9 * abs(b["fid"]), (a["fid"], b["fid"])
+    # a new step count from the cached cost matrix: a DP on rank 0, broadcast before any prediction made the group
+    search = subprocess.run([*command[:4], str(ROOT / "run.py"), "task=search", "nfe=6", "trainer.devices=2",
+                             "trainer.strategy=ddp"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
+    assert search.returncode == 0, search.stderr[-3000:]
+    assert "GITS cost matrix reused" in search.stdout + search.stderr
+    (searched,) = [r for r in (tmp_path / "outputs" / "runs").glob("*/*") if r not in (runs[0], single)]
+    assert json.loads((searched / "schedule.json").read_text())["gits"]["num_steps"] == 6
 
 
 def test_threads_split_the_cores_between_parallel_jobs(make_cfg, monkeypatch):
     import pytest
     import torch
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     from fewstep import FewstepError, command
 
@@ -72,7 +83,7 @@ def test_threads_split_the_cores_between_parallel_jobs(make_cfg, monkeypatch):
 
     def threads(*overrides, multirun=True):
         cfg = make_cfg(*overrides)
-        with open_dict(cfg):
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.mode = "MULTIRUN" if multirun else "RUN"
         HydraConfig().set_config(cfg)
         return command.set_threads(cfg)
@@ -92,14 +103,14 @@ def test_threads_split_the_cores_between_parallel_jobs(make_cfg, monkeypatch):
 def test_ddp_inside_a_sweep_only_with_a_launcher_that_starts_the_ranks(make_cfg):
     import pytest
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import open_dict, read_write
 
     from fewstep import FewstepError
     from fewstep.config.build import check_run
 
     def check(*overrides):
         cfg = make_cfg("trainer=ddp", *overrides)
-        with open_dict(cfg):
+        with read_write(cfg.hydra), open_dict(cfg.hydra):
             cfg.hydra.mode = "MULTIRUN"
         HydraConfig().set_config(cfg)
         check_run(cfg)

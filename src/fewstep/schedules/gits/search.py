@@ -148,17 +148,19 @@ def search(
         }  # fmt: skip
         if not all(math.isfinite(s) for s in record["sigmas"]) or not math.isfinite(path_cost):
             raise NonFiniteError(f"GITS search: non-finite schedule {record['sigmas']}; nothing was cached")
-        if cache:
-            cache.write_schedule(key, record)
         info(f"GITS schedule searched: grid indices {record['indices']}")
         return record
 
-    return on_main_then_broadcast(compute, is_main, broadcast)
+    keep = (lambda record: cache.write_schedule(key, record)) if cache else None
+    return on_main_then_broadcast(compute, is_main, broadcast, keep)
 
 
-def on_main_then_broadcast(compute: Callable[[], dict], is_main: bool, broadcast: Callable) -> dict:
+def on_main_then_broadcast(compute: Callable[[], dict], is_main: bool, broadcast: Callable,
+                           keep: Callable[[dict], None] | None = None) -> dict:  # fmt: skip
     """`compute()` on the main process, its result on every process; an error there is raised on every process
-    (so that none waits in the broadcast forever)."""
+    (so that none waits in the broadcast forever). `keep(record)` (the cache write) runs on the main process only
+    after the broadcast: under torchrun or SLURM a slower rank that found the schedule already cached would skip
+    the broadcast that the main process waits in."""
     payload = None
     if is_main:
         try:
@@ -168,6 +170,8 @@ def on_main_then_broadcast(compute: Callable[[], dict], is_main: bool, broadcast
     payload = broadcast(payload)
     if "error" in payload:
         raise FewstepError(payload["error"])
+    if is_main and keep is not None:
+        keep(payload["record"])
     return payload["record"]
 
 

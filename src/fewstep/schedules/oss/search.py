@@ -128,11 +128,10 @@ def search(
         with torch.no_grad():
             record = run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
         record.update(identity=cache.identity if cache else None, schedule_key=key)
-        if cache:
-            cache.write_schedule(key, record)
         return record
 
-    return on_main_then_broadcast(compute, is_main, broadcast)
+    keep = (lambda record: cache.write_schedule(key, record)) if cache else None
+    return on_main_then_broadcast(compute, is_main, broadcast, keep)
 
 
 def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
