@@ -180,6 +180,8 @@ def test_bad_oss_settings_are_one_clear_error(make_cfg):
         oss_settings({"min_warmup": 40})
     with pytest.raises(FewstepError, match="schedule.metric must be one of"):
         run(make_cfg("schedule=oss", "schedule.metric=l3"))
+    with pytest.raises(FewstepError, match="er_sde is stochastic"):
+        run(make_cfg("schedule=oss", "solver=er_sde"))
     with pytest.raises(FewstepError, match="oss grid of 5 points cannot provide"):
         run(make_cfg("schedule=oss", "schedule.grid_size=5", "nfe=8"))
     with pytest.raises(FewstepError, match="deterministic solver"):

@@ -134,6 +134,9 @@ def build_sigmas(
         from fewstep.schedules.oss import oss_settings
 
         settings = oss_settings(schedule)
+        if spec.stochastic:
+            raise FewstepError(f"schedule=oss searches for a deterministic solver; {spec.name} is stochastic (use "
+                               "schedule=gits, or an ODE solver such as euler, heun, ipndm, dpmpp)")  # fmt: skip
         check_oss_steps(settings, plan.num_steps - int(denoise_to_zero),
                         f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")  # fmt: skip
         return None, plan
