@@ -32,7 +32,8 @@ def run_reporting_errors(cfg):
 
     stop_on_signals()
     try:
-        set_threads(cfg)
+        if cfg is not None:
+            set_threads(cfg)
         return run(cfg)
     except FewstepError as err:
         print(f"error: {err}", file=sys.stderr)
