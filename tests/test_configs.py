@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from fewstep.config.build import build_denoiser, build_sigmas, container
 from fewstep.data import ImageDataset
+from fewstep.errors import FewstepError
 from fewstep.solvers import check_options, get_solver
 
 from .conftest import CONF
@@ -82,6 +83,10 @@ def test_solver_and_schedule_compose(make_cfg, solver, schedule):
         nfe = plan_for_schedule(spec, len(cfg.schedule.sigmas), cfg.solver.afs, False).nfe
     # discrete is uniform in a model's timesteps: its default betas (SD 1.x) fit SD's sigma range, not the KDE's
     sigma_range = (0.0292, 14.61) if schedule == "discrete" else (cfg.model.sigma_min, cfg.model.sigma_max)
+    if schedule == "oss" and spec.stochastic:  # the solver-aware search needs an ODE solver: one clear error
+        with pytest.raises(FewstepError, match="searches for a deterministic solver"):
+            build_sigmas(container(cfg.schedule), spec, nfe, cfg.solver.afs, False, *sigma_range)
+        return
     sigmas, plan = build_sigmas(container(cfg.schedule), spec, nfe, cfg.solver.afs, False, *sigma_range)
     assert plan.nfe == nfe
     assert sigmas is None if schedule in ("gits", "oss") else len(sigmas) == plan.num_steps + 1  # searched later
