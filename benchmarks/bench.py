@@ -16,13 +16,16 @@
 6. Per-step solver overhead of dpmpp and unipc against the same diffusers scheduler loop on the same denoiser
    (benchmarks/diffusers_overhead.py; needs the dev extra).
 9. Learned model (the shipped unet_mnist5k): samples/s at NFE 5 (iPNDM) and the sampler time over NFE x one
-   denoiser evaluation; GITS (reference settings, warm-up on the U-Net) vs polynomial at NFE 5, 6, 8, 10 for
-   ipndm, dpmpp and euler: Fréchet distance to mnist5k (LeNet features and pixels, 1,024 samples) and
-   truncation error against the model's own Heun-100 solution.
+   denoiser evaluation; then polynomial, logsnr, gits and oss for each solver (--solvers) and NFE (--nfes):
+   FID (LeNet features, images as EDM's fid.py reads them, ± bootstrap standard error; --learned-samples, 512)
+   and truncation error against the model's own reference solution (ipndm_v, 100 steps), through the Python API.
 10. Searched schedules: truncation error (256 samples) of polynomial, logsnr, gits and oss for each solver
    (--solvers) at NFE 4, 5, 6, 8, 10 (--nfes), with searched / best-hand-crafted ratios and each search's cost in
    model evaluations (per GITS reference warm-up of 256 x 60) and seconds.
 11. Warm-up size: grid indices and truncation error of GITS and OSS searches with 8 ... 256 warm-up samples.
+12. Threads per job (--only threads): a two-job joblib sweep with torch's default threads per job and threads=auto.
+13. DDP fixed overheads (--only ddp): one run in 1 and 2 processes, and the primitives (process group start-up,
+   broadcast, all-reduce of feature sums, shard writes) timed in a two-process gloo group.
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -34,6 +37,7 @@ import logging
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -490,16 +494,9 @@ def stochastic_table(denoiser, data, num_samples: int = 512, batch: int = 128) -
             print(f"| {name} | {shown} | {nfe} | {plan.num_steps} | {distances[0]:.2f} | {distances[1]:.2f} |")
 
 
-def learned_model(data, batch: int, num_samples: int = 1024) -> None:
-    """The shipped U-Net: sampling throughput at NFE 5; then GITS vs its polynomial baseline at NFE 5, 6, 8, 10 for
-    ipndm, dpmpp and euler, measured by the product itself: one `run.py -m` sweep (every job samples GITS and, on
-    the same seeds, the polynomial baseline), read back from its summary.csv."""
-    import csv
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
+def learned_model(data, batch: int, solvers, nfes, num_samples: int = 512, other_weights=()) -> None:
+    """The shipped U-Net: sampling throughput at NFE 5; then every schedule (polynomial, logsnr, gits, oss) for every
+    deterministic solver and NFE, sampled and scored through the public API as the command line scores them."""
     from fewstep.models import load_unet
 
     model = load_unet("unet_mnist5k.pt")
@@ -514,50 +511,92 @@ def learned_model(data, batch: int, num_samples: int = 1024) -> None:
     print("| ipndm NFE 5 samples/s | denoiser evaluations/s | sampler time / 5 x one evaluation |")
     print("|---|---|---|")
     print(f"| {256 / t_sample:.1f} | {256 / t_model:.1f} | {t_sample / (plan.nfe * t_model):.3f} |")
+    learned_table(model, data, solvers, nfes, num_samples, other_weights)
 
-    root = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(root / "run.py"), "-m", "model=unet_mnist5k", "solver=ipndm,dpmpp,euler",
-                   "nfe=5,6,8,10", f"num_samples={num_samples}", "trainer.enable_progress_bar=false",
-                   f"hydra.sweep.dir={tmp}/sweep", f"paths.cache_dir={tmp}/cache"]  # fmt: skip
-        start = time.perf_counter()
-        subprocess.run(command, cwd=root, check=True, capture_output=True)
-        wall = time.perf_counter() - start
-        rows = list(csv.DictReader(open(Path(tmp) / "sweep" / "summary.csv")))
-    first = rows[0]
-    print(
-        f"\n## GITS vs polynomial with the learned model ({num_samples} samples; `python run.py -m "
-        f"model=unet_mnist5k solver=ipndm,dpmpp,euler nfe=5,6,8,10 num_samples={num_samples}`, {wall:.0f} s)\n"
-    )
-    print(
-        f"FID with {first['features']} features to mnist5k on images quantised as EDM writes them (± the bootstrap "
-        "standard error); FID vs reference: to the model's own reference solution "
-        f"({first['reference'].removeprefix('reference solution ')}) from the same seeds; truncation: mean L2 to "
-        "that solution. The reference "
-        f"solution's FID (the floor): {float(first['fid_reference']):.1f} ± "
-        f"{float(first['fid_reference_std']):.1f}.\n"
-    )
-    print("| solver | NFE | FID polynomial | FID gits | FID vs ref. polynomial | FID vs ref. gits | "
-          "trunc. polynomial | trunc. gits | FID agrees with truncation? |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    agree = agree_vs_reference = 0
 
-    def cell(row: dict, key: str) -> str:
-        return f"{float(row[key]):.1f} ± {float(row[key + '_std']):.1f}"
+def reference_floor(model, data, num_samples: int, cache) -> tuple[torch.Tensor, dict]:
+    """The model's reference solution (ipndm_v, 100 steps, seeds 0..num_samples-1) and its scores: the floor."""
+    import fewstep
+    from fewstep.config.plan import reference_sigmas
 
-    for row in sorted(rows, key=lambda r: (["ipndm", "dpmpp", "euler"].index(r["solver"]), int(r["nfe"]))):
-        fid_says = float(row["fid"]) < float(row["baseline_fid"])
-        trunc_says = float(row["truncation_error"]) < float(row["baseline_truncation_error"])
-        agree += fid_says == trunc_says
-        agree_vs_reference += (float(row["fid_vs_reference"]) < float(row["baseline_fid_vs_reference"])) == trunc_says
-        print(f"| {row['solver']} | {row['nfe']} | {cell(row, 'baseline_fid')} | {cell(row, 'fid')} | "
-              f"{float(row['baseline_fid_vs_reference']):.1f} | {float(row['fid_vs_reference']):.1f} | "
-              f"{float(row['baseline_truncation_error']):.2f} | {float(row['truncation_error']):.2f} | "
-              f"{'yes' if fid_says == trunc_says else 'no'} |")  # fmt: skip
-    print(
-        f"\nThe FID ranks GITS against polynomial as the truncation error does in {agree} of {len(rows)} cells; "
-        f"the FID to the reference solution does in {agree_vs_reference} of {len(rows)}."
-    )
+    sigmas = reference_sigmas(polynomial(5, 0.002, 80.0), 100, 7.0)
+    reference = fewstep.sample(model, "ipndm_v", sigmas, range(num_samples))
+    return reference, fewstep.evaluate(reference, data, cache_dir=cache)
+
+
+def learned_table(model, data, solvers, nfes, num_samples: int, other_weights=()) -> None:
+    """FID (LeNet features, images clipped and quantised as EDM's fid.py reads them, ± bootstrap standard error)
+    and truncation error (mean L2 to the model's own reference solution, ipndm_v 100 steps, same seeds) of
+    polynomial, logsnr, gits and oss; searches at the defaults of conf/schedule/{gits,oss}.yaml, cached under
+    outputs/cache/bench (a rerun reuses them; new weights are new cache entries)."""
+    from pathlib import Path
+
+    import fewstep
+    from fewstep.models import load_unet
+    from fewstep.schedules import logsnr
+
+    cache = Path("outputs/cache/bench")
+    seeds = range(num_samples)
+    started = time.perf_counter()
+    reference, floor = reference_floor(model, data, num_samples, cache)
+    for path in other_weights:
+        _, other = reference_floor(load_unet(path), data, num_samples, cache)
+        print(f"\nThe reference solution's FID with {path} ({num_samples} samples): {other['fid']:.1f} ± "
+              f"{other['fid_std']:.1f}")  # fmt: skip
+    real = data.images[torch.randperm(len(data.images), generator=torch.Generator().manual_seed(0))[:num_samples]]
+    data_floor = fewstep.evaluate(real, data, cache_dir=cache)
+    print(f"\n## Schedules on the learned model ({num_samples} samples, unet_mnist5k)\n")
+    print(f"FID: {floor['features'] if 'features' in floor else 'LeNet'} features to mnist5k, images clipped and "
+          f"quantised to uint8 as EDM's fid.py reads them, ± the bootstrap standard error. Floors: the reference "
+          f"solution (ipndm_v, 100 steps, seeds 0..{num_samples - 1}) {floor['fid']:.1f} ± {floor['fid_std']:.1f}; "
+          f"{num_samples} of mnist5k's own images {data_floor['fid']:.1f} ± {data_floor['fid_std']:.1f} "
+          f"({time.perf_counter() - started:.0f} s). Truncation: mean L2 to the reference solution.\n")  # fmt: skip
+    names = ("polynomial", "logsnr", "gits", "oss")
+    print("| solver | NFE | " + " | ".join(f"FID {n}" for n in names) + " | " + " | ".join(f"trunc. {n}" for n in names)
+          + " | gits / best | oss / best | oss cost (GITS warm-ups) | oss s |")  # fmt: skip
+    print("|---|---|" + "---|" * 12)
+    trunc_ratios, fid_rows = {"gits": [], "oss": []}, []
+    for name in solvers:
+        spec = SOLVERS[name]
+        for nfe in nfes:
+            plan = plan_steps(spec, nfe)
+            prior = {"afs_prior": "gaussian", "afs_data": data.images} if plan.afs else {}
+            schedules = {"polynomial": polynomial(plan.num_steps, 0.002, 80.0),
+                         "logsnr": logsnr(plan.num_steps, 0.002, 80.0)}  # fmt: skip
+            seconds = {}
+            for method in ("gits", "oss"):
+                start = time.perf_counter()
+                schedules[method] = fewstep.search_schedule(model, nfe=nfe, solver=name, method=method,
+                                                            afs_data=data.images, cache_dir=cache)  # fmt: skip
+                seconds[method] = time.perf_counter() - start
+            scores = {}
+            for key, sigmas in schedules.items():
+                samples = fewstep.sample(model, name, sigmas, seeds, **prior)
+                scores[key] = fewstep.evaluate(samples, data, reference=reference, cache_dir=cache)
+            trunc = {k: v["truncation_error"] for k, v in scores.items()}
+            best = min(trunc["polynomial"], trunc["logsnr"])
+            for method in ("gits", "oss"):
+                trunc_ratios[method].append(trunc[method] / best)
+            fid_rows.append({k: (v["fid"], v["fid_std"]) for k, v in scores.items()})
+            record = schedules["oss"].record
+            cost = record["evaluations"] / record["gits_reference_evaluations"]
+            print(f"| {name} | {nfe} | " + " | ".join(f"{scores[k]['fid']:.1f} ± {scores[k]['fid_std']:.1f}"
+                                                      for k in names)
+                  + " | " + " | ".join(f"{trunc[k]:.2f}" for k in names)
+                  + f" | {trunc['gits'] / best:.2f} | {trunc['oss'] / best:.2f} | {cost:.2f} | "
+                  f"{seconds['oss']:.0f} |", flush=True)  # fmt: skip
+    for method in ("gits", "oss"):
+        ratios = trunc_ratios[method]
+        fid_better = sum(row[method][0] <= min(row["polynomial"][0], row["logsnr"][0]) for row in fid_rows)
+        fid_worse = sum(
+            row[method][0] - min(row["polynomial"][0], row["logsnr"][0])
+            > 2 * (row[method][1] ** 2 + min(row["polynomial"], row["logsnr"])[1] ** 2) ** 0.5
+            for row in fid_rows
+        )  # fmt: skip
+        print(f"\n{method} / best hand-crafted truncation error: median {statistics.median(ratios):.2f}, worst "
+              f"{max(ratios):.2f}, no worse in {sum(r <= 1 for r in ratios)} of {len(ratios)} cells. FID no higher "
+              f"than the best hand-crafted one in {fid_better} of {len(fid_rows)} cells; higher by more than two "
+              f"standard errors in {fid_worse}.")  # fmt: skip
 
 
 def scoring(denoiser, data, cost: torch.Tensor, settings: dict, num_samples: int = 256) -> None:
@@ -669,6 +708,124 @@ def reference_choice(data, batch: int, settings: dict) -> None:
         print("no candidate qualifies on both models")
 
 
+def joblib_threads(num_samples: int = 64) -> None:
+    """A two-job joblib sweep with a GITS search in each job, with each job on torch's default threads (every
+    core: what fewstep did before `threads`) and with `threads=auto` (cores / jobs)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    print(f"\n## Threads per job: a joblib sweep of two GITS jobs at once ({torch.get_num_threads()} cores here)\n")
+    print("| threads | per job | sweep wall s |")
+    print("|---|---|---|")
+    for value, label in ((torch.get_num_threads(), "torch's default (before)"), ("auto", "auto (after)")):
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [sys.executable, str(root / "run.py"), "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                       "schedule=gits", "solver=euler,ipndm", "nfe=5", f"num_samples={num_samples}",
+                       f"threads={value}", "trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp}/sweep",
+                       f"paths.cache_dir={tmp}/cache"]  # fmt: skip
+            start = time.perf_counter()
+            subprocess.run(command, cwd=root, check=True, capture_output=True)
+            wall = time.perf_counter() - start
+        per_job = value if value != "auto" else max(1, torch.get_num_threads() // 2)
+        print(f"| {label} | {per_job} | {wall:.1f} |", flush=True)
+
+
+def _ddp_primitives(rank: int, world_size: int, port: int, folder: str, out: str) -> None:
+    """One rank of the DDP overhead measurement: what fewstep's sampling run does across processes."""
+    import json
+
+    import torch.distributed as dist
+
+    from fewstep.utils.shards import ShardStore
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    times = {"process group start-up": time.perf_counter() - start}
+    grid = 61
+    record = {"grid": [0.0] * grid, "cost": [[0.5] * grid for _ in range(grid)], "indices": list(range(6))}
+
+    def median_of(fn, repeats=7):
+        seconds = []
+        for _ in range(repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            fn()
+            seconds.append(time.perf_counter() - t0)
+        return statistics.median(seconds)
+
+    times["broadcast of a GITS search record (61 x 61 cost)"] = median_of(
+        lambda: dist.broadcast_object_list([record if rank == 0 else None], src=0)
+    )
+    for name, dim in (("LeNet", 128), ("Inception", 2048)):
+        sums = torch.zeros(dim + dim * dim + 1, dtype=torch.float64)
+        label = f"all-reduce of the {name} feature sums ({dim} + {dim}^2 float64)"
+        times[label] = median_of(lambda sums=sums: dist.all_reduce(sums))
+    store = ShardStore(Path(folder) / f"rank{rank}", (1, 28, 28))
+    samples = (torch.rand(64, 1, 28, 28) * 255).to(torch.uint8)
+    counter = iter(range(10**6))
+
+    def write():
+        first = next(counter) * 64
+        store.write(torch.arange(first, first + 64), samples, 0.1)
+
+    times["shard write (64 samples, atomic, checksummed)"] = median_of(write)
+    t0 = time.perf_counter()
+    dist.destroy_process_group()
+    times["process group shut-down"] = time.perf_counter() - t0
+    if rank == 0:
+        Path(out).write_text(json.dumps(times))
+
+
+def ddp_overheads(num_samples: int = 64) -> None:
+    """DDP's fixed costs on CPU (gloo): the same sampling run in one and in two processes, and the primitives a run
+    uses across processes, timed in a two-process group. No speed-up can be measured here (two processes compute
+    like one), so these are costs per run, not a scaling figure."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import torch.multiprocessing as mp
+
+    root = Path(__file__).resolve().parents[1]
+    print(f"\n## DDP fixed overheads (CPU, gloo; `python run.py num_samples={num_samples}` with and without "
+          "`trainer=ddp trainer.devices=2`)\n")  # fmt: skip
+    print("| run | wall s |")
+    print("|---|---|")
+    for label, extra in (("1 process", []), ("2 processes (trainer=ddp trainer.devices=2)",
+                                              ["trainer=ddp", "trainer.devices=2"])):  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [
+                sys.executable,
+                str(root / "run.py"),
+                f"num_samples={num_samples}",
+                *extra,
+                "trainer.enable_progress_bar=false",
+                f"hydra.run.dir={tmp}/run",
+                f"paths.cache_dir={tmp}/cache",
+            ]
+            start = time.perf_counter()
+            subprocess.run(command, cwd=root, check=True, capture_output=True)
+            print(f"| {label} | {time.perf_counter() - start:.1f} |", flush=True)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "times.json"
+        mp.spawn(_ddp_primitives, args=(2, port, tmp, str(out)), nprocs=2)
+        times = json.loads(out.read_text())
+    print("\n| step, in a two-process gloo group (rank 0) | ms |")
+    print("|---|---|")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds * 1e3:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=64)
@@ -691,10 +848,20 @@ def main() -> None:
             "determinism",
             "searches",
             "warmup",
+            "threads",
+            "ddp",
         ],  # fmt: skip
     )
     parser.add_argument("--solvers", nargs="*", default=list(DETERMINISTIC), help="solvers of the searches table")
     parser.add_argument("--nfes", nargs="*", type=int, default=[4, 5, 6, 8, 10], help="NFEs of the searches table")
+    parser.add_argument("--learned-samples", type=int, default=512, help="samples per cell of the learned table")
+    parser.add_argument(
+        "--compare-weights",
+        nargs="*",
+        default=[],
+        help="other U-Net .pt files whose reference "
+        "solution's FID the learned table reports too (e.g. earlier weights)",
+    )
     args = parser.parse_args()
     import tempfile
 
@@ -732,11 +899,15 @@ def main() -> None:
     if "reference" in args.only:
         reference_choice(data, args.batch, GITS_DEFAULTS)
     if "learned" in args.only:
-        learned_model(data, args.batch)
+        learned_model(data, args.batch, args.solvers, args.nfes, args.learned_samples, args.compare_weights)
     if "determinism" in args.only:
         determinism(data)
     if "warmup" in args.only:
         warmup_study(denoiser, data)
+    if "threads" in args.only:
+        joblib_threads()
+    if "ddp" in args.only:
+        ddp_overheads()
 
 
 if __name__ == "__main__":

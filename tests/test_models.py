@@ -1,6 +1,8 @@
 """fewstep's own U-Net (EDM preconditioning, training task, shipped model) and EDM pickles."""
 
 import json
+import os
+import subprocess
 import sys
 import types
 
@@ -18,7 +20,7 @@ from fewstep.models.unet import WEIGHTS_DIR, checkpoint
 from fewstep.schedules import polynomial
 from fewstep.solvers import get_solver
 
-from .conftest import QUICK, run_cli
+from .conftest import QUICK, ROOT, run_cli
 from .edm_stub import TinyEDMNet, write_edm_pickle
 
 TINY = {"in_channels": 1, "channels": [8, 16], "emb_dim": 16, "groups": 4, "image_shape": [1, 8, 8]}
@@ -101,6 +103,24 @@ def test_train_task_then_sample_with_the_checkpoint(tmp_path):
     other = run_cli(["task=train", "dataset=digits", "task.steps=60", "task.resume=true", *tiny[1:],
                      "task.channels=[8,8]"], train_dir)  # fmt: skip
     assert other.returncode == 2 and "trained with other settings (channels)" in other.stderr
+
+    # task.init_from continues the finished model (its EMA weights, its image count) in a new run directory
+    # (no hydra.run.dir: the default run name, train_${hydra:runtime.choices.dataset}, resolves when it is checked)
+    further = subprocess.run([sys.executable, str(ROOT / "run.py"), "task=train", "dataset=digits", "task.steps=10",
+                              "task.batch_size=32", f"task.init_from={weights}", *tiny,
+                              f"paths.log_dir={tmp_path / 'further'}", f"paths.cache_dir={tmp_path / 'cache'}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "PYTHONWARNINGS": "default"})  # fmt: skip
+    assert further.returncode == 0, further.stderr[-3000:]
+    assert "Callback RunDirCheck" not in further.stderr, further.stderr[-3000:]
+    (log,) = (tmp_path / "further").glob("runs/*/*_train_digits/unet_digits.json")
+    continued = json.loads(log.read_text())
+    assert continued["fixed_noise_loss_before"] == pytest.approx(resumed["fixed_noise_loss_after"], rel=1e-6)
+    assert continued["images_seen"] == 50 * 32 + 10 * 32 and continued["steps"] == 10
+    assert continued["init_from"]["images_seen"] == 50 * 32 and continued["init_from"]["log"]["steps"] == 50
+    mismatch = run_cli(["task=train", "dataset=digits", "task.steps=10", f"task.init_from={weights}", *tiny[1:],
+                        "task.channels=[8,8]"], tmp_path / "mismatch")  # fmt: skip
+    assert mismatch.returncode == 2 and "task.init_from" in mismatch.stderr and "(channels)" in mismatch.stderr
 
     sample_dir = tmp_path / "sample"
     done = run_cli(["model=unet", f"model.denoiser.path={weights}", "nfe=4", *QUICK, "num_samples=16"], sample_dir)

@@ -126,6 +126,17 @@ def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_si
     assert stop.value.code == status and err.startswith(line) and err.count("\n") == 1
 
 
+def test_a_stopped_training_run_says_how_to_continue_it():
+    from omegaconf import OmegaConf
+
+    from fewstep.command import resume_hint
+
+    train = OmegaConf.create({"task": {"name": "train"}, "paths": {"output_dir": "/runs/train_digits"}})
+    assert resume_hint(train).endswith("task.resume=true hydra.run.dir=/runs/train_digits")
+    assert resume_hint(OmegaConf.create({"task": {"name": "sample"}})).endswith("re-run the same command to resume")
+    assert resume_hint(None).endswith("re-run the same command to resume")
+
+
 class BrokenLogger:
     def __init__(self, **kwargs):
         raise ConnectionError("the server is down\nmore lines")

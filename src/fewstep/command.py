@@ -39,11 +39,24 @@ def run_reporting_errors(cfg):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except RunInterrupted as err:
-        print(f"stopped by {err}: finished batches are kept; re-run the same command to resume", file=sys.stderr)
+        print(f"stopped by {err}: {resume_hint(cfg)}", file=sys.stderr)
         sys.exit(128 + err.signum)
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         sys.exit(1)
+
+
+def resume_hint(cfg) -> str:
+    """How to continue a stopped run: sampling resumes from its cached shards; training from the last checkpoint in
+    its own run directory, which a re-run of the same command would not find."""
+    if cfg is not None and cfg.get("task") is not None and cfg.task.get("name") == "train":
+        try:
+            run_dir = cfg.paths.output_dir
+        except Exception:  # no Hydra runtime (an API call)
+            run_dir = "<its run directory>"
+        return (f"checkpoints/last.ckpt is kept (every task.checkpoint_every steps); continue with the same command "
+                f"plus task.resume=true hydra.run.dir={run_dir}")  # fmt: skip
+    return "finished batches are kept; re-run the same command to resume"
 
 
 def available_cores() -> int:
@@ -144,6 +157,9 @@ class RunDirCheck(_hydra_callback()):
     unwritable `hydra.run.dir` is one line instead of Hydra's traceback."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(config)  # run names may use ${hydra:runtime.choices...}; Hydra sets it too
         _check_dir(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:

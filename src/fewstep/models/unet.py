@@ -139,14 +139,19 @@ def checkpoint(model: EDMPrecond, config: dict, extra: dict | None = None) -> di
     return {"format": CHECKPOINT_FORMAT, "config": dict(config), "state_dict": model.state_dict(), **(extra or {})}
 
 
-def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
-    """A fewstep U-Net checkpoint (from `task=train`), loaded with weights_only=True, in eval mode. A bare file
-    name that is not a local file names a model shipped with fewstep (e.g. unet_mnist5k.pt)."""
+def resolve_weights(path: str | Path, option: str) -> Path:
+    """The file `path` names: a bare name that is not a local file names a model shipped with fewstep."""
     from fewstep.models.hub import resolve_pretrained
 
     shipped = WEIGHTS_DIR / str(path)
     path = shipped if Path(path).name == str(path) and not Path(path).exists() and shipped.is_file() else path
-    path = resolve_pretrained(path, "model.denoiser.path")
+    return resolve_pretrained(path, option)
+
+
+def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
+    """A fewstep U-Net checkpoint (from `task=train`), loaded with weights_only=True, in eval mode. A bare file
+    name that is not a local file names a model shipped with fewstep (e.g. unet_mnist5k.pt)."""
+    path = resolve_weights(path, "model.denoiser.path")
     if path.is_dir():
         raise FewstepError(f"model.path={path} is a directory; give the .pt file written by task=train")
     blob = read_checkpoint(path, map_location)

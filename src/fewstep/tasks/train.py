@@ -6,11 +6,14 @@ python run.py task=train trainer=ddp trainer.devices=2            # data-paralle
 
 The checkpoint holds the EMA weights and the network's config; it loads with torch.load(weights_only=True)
 through `model=unet` (`model.denoiser.path=...`). An interrupted run continues from
-`checkpoints/last.ckpt` with `task.resume=true` and the same `hydra.run.dir`.
+`checkpoints/last.ckpt` with `task.resume=true` and the same `hydra.run.dir`. `task.init_from=unet_mnist5k.pt` (a
+shipped name or a task=train .pt) continues training a finished model: its EMA weights start both the trained and
+the EMA network (a fresh optimizer), and the new log keeps the old one under `previous`.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -23,7 +26,7 @@ from fewstep.config.plan import outputs_of
 from fewstep.errors import FewstepError
 from fewstep.models.unet import WEIGHTS_DIR, build_unet, checkpoint
 from fewstep.utils.logging import build_loggers, finish_logger, info
-from fewstep.utils.storage import atomic_save_json, atomic_torch_save
+from fewstep.utils.storage import atomic_save_json, atomic_torch_save, file_digest
 
 EVAL_IMAGES = 1024  # images in the fixed-noise evaluation loss (same noise before and after training)
 
@@ -73,6 +76,7 @@ def train(cfg) -> dict | None:
         float(task.ema_halflife_images), task.ema_rampup,
     )  # fmt: skip
     module.network = config
+    previous = init_from(module, task, config)
     module.initial_loss = fixed_noise_loss(module.ema, dataset.images, task)
     loader = DataLoader(
         TensorDataset(dataset.images),
@@ -127,10 +131,11 @@ def train(cfg) -> dict | None:
         "loss_every": int(task.log_every),
         "loss_history": _averages(module.losses, int(task.log_every)),
         "resumed": resume,
+        **({"init_from": previous} if previous else {}),
         "command": " ".join(["python run.py", *(_overrides() or ["task=train"])]),
     }
     name = f"unet_{dataset.name}"
-    weights = atomic_torch_save(run_dir / f"{name}.pt", checkpoint(ema, config))
+    weights = atomic_torch_save(run_dir / f"{name}.pt", checkpoint(ema, config, {"images_seen": module.images_seen}))
     atomic_save_json(run_dir / f"{name}.json", record)
     _save_samples(ema, dataset.shape, run_dir / "samples.png")
     for logger in loggers:
@@ -146,6 +151,31 @@ def train(cfg) -> dict | None:
     )
     atomic_save_json(run_dir / "config.json", resolved_config(cfg))
     return {k: record[k] for k in ("steps", "seconds", "fixed_noise_loss_before", "fixed_noise_loss_after")}
+
+
+def init_from(module, task, config: dict) -> dict | None:
+    """Starts `module` (network and EMA) from the EMA weights of `task.init_from`, whose network config must equal
+    `config`; the EMA keeps counting images from the checkpoint's count. Returns what the log records of it."""
+    source = task.get("init_from")
+    if not source:
+        return None
+    from fewstep.models.unet import load_unet, resolve_weights
+
+    path = resolve_weights(source, "task.init_from")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("config") != config:
+        saved = blob.get("config") or {}
+        changed = sorted(k for k in {**saved, **config} if saved.get(k) != config.get(k))
+        raise FewstepError(f"task.init_from={source} was trained with other settings ({', '.join(changed)}); use the "
+                           "same task.channels/emb_dim/groups/sigma_* and dataset, or no task.init_from")  # fmt: skip
+    model = load_unet(path)
+    module.model.load_state_dict(model.state_dict())
+    module.ema.load_state_dict(model.state_dict())
+    log = path.with_suffix(".json")
+    record = json.loads(log.read_text()) if log.is_file() else {}
+    module.images_seen = int(blob.get("images_seen", record.get("images_seen", 0)))
+    info(f"task.init_from: continuing {path.name} ({module.images_seen:,} images seen)")
+    return {"path": str(source), "sha256": file_digest(path), "images_seen": module.images_seen, "log": record}
 
 
 def check_resumable(last: Path, config: dict) -> None:
