@@ -553,7 +553,7 @@ def learned_table(model, data, solvers, nfes, num_samples: int, other_weights=()
           f"({time.perf_counter() - started:.0f} s). Truncation: mean L2 to the reference solution.\n")  # fmt: skip
     names = ("polynomial", "logsnr", "gits", "oss")
     print("| solver | NFE | " + " | ".join(f"FID {n}" for n in names) + " | " + " | ".join(f"trunc. {n}" for n in names)
-          + " | gits / best | oss / best | oss cost (GITS warm-ups) | oss s |")  # fmt: skip
+          + " | gits / best | oss / best | oss cost (GITS warm-ups) | oss search s |")  # fmt: skip
     print("|---|---|" + "---|" * 12)
     trunc_ratios, fid_rows = {"gits": [], "oss": []}, []
     for name in solvers:
@@ -584,7 +584,7 @@ def learned_table(model, data, solvers, nfes, num_samples: int, other_weights=()
                                                       for k in names)
                   + " | " + " | ".join(f"{trunc[k]:.2f}" for k in names)
                   + f" | {trunc['gits'] / best:.2f} | {trunc['oss'] / best:.2f} | {cost:.2f} | "
-                  f"{seconds['oss']:.0f} |", flush=True)  # fmt: skip
+                  f"{record.get('seconds', seconds['oss']):.0f} |", flush=True)  # fmt: skip
     for method in ("gits", "oss"):
         ratios = trunc_ratios[method]
         fid_better = sum(row[method][0] <= min(row["polynomial"][0], row["logsnr"][0]) for row in fid_rows)
