@@ -23,3 +23,32 @@ def ema_decay(images_seen: int, batch_size: int, halflife_images: float, rampup:
     """Per-step EMA decay for a half-life in images, shortened early in training (rampup x images seen)."""
     halflife = halflife_images if rampup is None else min(halflife_images, images_seen * rampup)
     return 0.5 ** (batch_size / max(halflife, 1e-8))
+
+
+def init_from(module, source, config: dict) -> dict | None:
+    """Starts `module` (network and EMA) from the EMA weights of `task.init_from`, whose network config must equal
+    `config`; the EMA keeps counting images from the checkpoint's count. Returns what the log records of it."""
+    if not source:
+        return None
+    import json
+
+    from fewstep.errors import FewstepError
+    from fewstep.models.unet import load_unet, resolve_weights
+    from fewstep.utils.logging import info
+    from fewstep.utils.storage import file_digest
+
+    path = resolve_weights(source, "task.init_from")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("config") != config:
+        saved = blob.get("config") or {}
+        changed = sorted(k for k in {**saved, **config} if saved.get(k) != config.get(k))
+        raise FewstepError(f"task.init_from={source} was trained with other settings ({', '.join(changed)}); use the "
+                           "same task.channels/emb_dim/groups/sigma_* and dataset, or no task.init_from")  # fmt: skip
+    model = load_unet(path)
+    module.model.load_state_dict(model.state_dict())
+    module.ema.load_state_dict(model.state_dict())
+    log = path.with_suffix(".json")
+    record = json.loads(log.read_text()) if log.is_file() else {}
+    module.images_seen = int(blob.get("images_seen", record.get("images_seen", 0)))
+    info(f"task.init_from: continuing {path.name} ({module.images_seen:,} images seen)")
+    return {"path": str(source), "sha256": file_digest(path), "images_seen": module.images_seen, "log": record}

@@ -13,7 +13,6 @@ the EMA network (a fresh optimizer), and the new log keeps the old one under `pr
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -24,9 +23,10 @@ from hydra.utils import instantiate
 from fewstep.config.build import build_dataset, container, resolved_config
 from fewstep.config.plan import outputs_of
 from fewstep.errors import FewstepError
+from fewstep.models.training import init_from
 from fewstep.models.unet import WEIGHTS_DIR, build_unet, checkpoint
 from fewstep.utils.logging import build_loggers, finish_logger, info
-from fewstep.utils.storage import atomic_save_json, atomic_torch_save, file_digest
+from fewstep.utils.storage import atomic_save_json, atomic_torch_save
 
 EVAL_IMAGES = 1024  # images in the fixed-noise evaluation loss (same noise before and after training)
 
@@ -76,7 +76,7 @@ def train(cfg) -> dict | None:
         float(task.ema_halflife_images), task.ema_rampup,
     )  # fmt: skip
     module.network = config
-    previous = init_from(module, task, config)
+    previous = init_from(module, task.get("init_from"), config)
     module.initial_loss = fixed_noise_loss(module.ema, dataset.images, task)
     loader = DataLoader(
         TensorDataset(dataset.images),
@@ -151,31 +151,6 @@ def train(cfg) -> dict | None:
     )
     atomic_save_json(run_dir / "config.json", resolved_config(cfg))
     return {k: record[k] for k in ("steps", "seconds", "fixed_noise_loss_before", "fixed_noise_loss_after")}
-
-
-def init_from(module, task, config: dict) -> dict | None:
-    """Starts `module` (network and EMA) from the EMA weights of `task.init_from`, whose network config must equal
-    `config`; the EMA keeps counting images from the checkpoint's count. Returns what the log records of it."""
-    source = task.get("init_from")
-    if not source:
-        return None
-    from fewstep.models.unet import load_unet, resolve_weights
-
-    path = resolve_weights(source, "task.init_from")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("config") != config:
-        saved = blob.get("config") or {}
-        changed = sorted(k for k in {**saved, **config} if saved.get(k) != config.get(k))
-        raise FewstepError(f"task.init_from={source} was trained with other settings ({', '.join(changed)}); use the "
-                           "same task.channels/emb_dim/groups/sigma_* and dataset, or no task.init_from")  # fmt: skip
-    model = load_unet(path)
-    module.model.load_state_dict(model.state_dict())
-    module.ema.load_state_dict(model.state_dict())
-    log = path.with_suffix(".json")
-    record = json.loads(log.read_text()) if log.is_file() else {}
-    module.images_seen = int(blob.get("images_seen", record.get("images_seen", 0)))
-    info(f"task.init_from: continuing {path.name} ({module.images_seen:,} images seen)")
-    return {"path": str(source), "sha256": file_digest(path), "images_seen": module.images_seen, "log": record}
 
 
 def check_resumable(last: Path, config: dict) -> None:
