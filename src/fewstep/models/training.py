@@ -33,18 +33,17 @@ def init_from(module, source, config: dict) -> dict | None:
     import json
 
     from fewstep.errors import FewstepError
-    from fewstep.models.unet import load_unet, resolve_weights
+    from fewstep.models.unet import load_unet_checkpoint, resolve_weights
     from fewstep.utils.logging import info
     from fewstep.utils.storage import file_digest
 
     path = resolve_weights(source, "task.init_from")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("config") != config:
-        saved = blob.get("config") or {}
+    model, blob = load_unet_checkpoint(path, option="task.init_from")
+    if blob["config"] != config:
+        saved = blob["config"]
         changed = sorted(k for k in {**saved, **config} if saved.get(k) != config.get(k))
         raise FewstepError(f"task.init_from={source} was trained with other settings ({', '.join(changed)}); use the "
                            "same task.channels/emb_dim/groups/sigma_* and dataset, or no task.init_from")  # fmt: skip
-    model = load_unet(path)
     module.model.load_state_dict(model.state_dict())
     module.ema.load_state_dict(model.state_dict())
     log = path.with_suffix(".json")

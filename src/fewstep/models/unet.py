@@ -151,7 +151,13 @@ def resolve_weights(path: str | Path, option: str) -> Path:
 def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
     """A fewstep U-Net checkpoint (from `task=train`), loaded with weights_only=True, in eval mode. A bare file
     name that is not a local file names a model shipped with fewstep (e.g. unet_mnist5k.pt)."""
-    path = resolve_weights(path, "model.denoiser.path")
+    return load_unet_checkpoint(path, map_location)[0]
+
+
+def load_unet_checkpoint(path: str | Path, map_location: str = "cpu",
+                         option: str = "model.denoiser.path") -> tuple[EDMPrecond, dict]:  # fmt: skip
+    """`load_unet`, with the checkpoint dict it was built from (config, extras such as images_seen)."""
+    path = resolve_weights(path, option)
     if path.is_dir():
         raise FewstepError(f"model.path={path} is a directory; give the .pt file written by task=train")
     blob = read_checkpoint(path, map_location)
@@ -172,7 +178,7 @@ def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as err:
         raise FewstepError(f"{path}: the weights do not match the network its config describes ({err})") from err
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False), blob
 
 
 def read_checkpoint(path: Path, map_location: str = "cpu"):
