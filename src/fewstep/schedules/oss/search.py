@@ -32,6 +32,8 @@ from fewstep.schedules.oss.settings import GITS_REFERENCE_WARMUP, OssSettings, o
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
+RECORD_VERSION = 2  # version 1 records undercounted the validation runs' evaluations: searched again, not reused
+
 
 def check_steps(settings: OssSettings, num_steps: int, needs: str = "") -> None:
     if not 1 <= num_steps <= int(settings.grid_size) - 1:
@@ -116,7 +118,8 @@ def search(
     grid = base_grid(settings, sigma_min, sigma_max)
     key = None
     if cache:
-        what = {"oss": settings.as_dict(), "sampler": sampler_key or {"solver": sampler.name},
+        what = {"oss": settings.as_dict(), "record": RECORD_VERSION,
+                "sampler": sampler_key or {"solver": sampler.name},
                 "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
         key = cache.cost_key(what, grid)
         record = cache.read_schedule(key, grid, num_steps, (sigma_min, sigma_max))
@@ -146,7 +149,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     states, _ = teacher_trajectory(teacher(settings, grid).as_solver(seeds), denoiser, x, grid)
     if not bool(torch.isfinite(states).all()):
         raise NonFiniteError(f"oss search: non-finite teacher states: {WARMUP_NAN_CAUSE}; nothing was cached")
-    evaluations = (n - 1) * count
+    spent = {"teacher": (n - 1) * count}  # model evaluations, one per sample per call
 
     def student(batch: torch.Tensor):
         """The sampling solver on these seeds, in the kernel's signature, and the denoiser bound to them."""
@@ -163,14 +166,14 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
     if settings.per_sample:
         found = [dp(slice(r, r + 1)) for r in range(count)]
-        evaluations += sum(f["evaluations"] for f in found)
+        spent["dp"] = sum(f["evaluations"] for f in found)
         per_sample_paths = [f["path"] for f in found]
         dp_path = median_path(per_sample_paths)
         finalists = [dp_path]
         values = torch.stack([f["values"] for f in found]).mean(0)
     else:
         found = dp(slice(None))
-        evaluations += found["evaluations"] * count
+        spent["dp"] = found["evaluations"] * count
         dp_path, values, per_sample_paths = found["path"], found["values"], None
         finalists = found["finalists"][: int(settings.finalists)]
 
@@ -181,7 +184,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     target = teacher(settings, grid).solve(denoiser, noise, validation)
     if not bool(torch.isfinite(target).all()):
         raise NonFiniteError(f"oss search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was cached")
-    evaluations += (n - 1) * len(validation)
+    spent["validation_teacher"] = (n - 1) * len(validation)
     solve_all, bound_all = student(validation)
     end_replay = Replay(bound_all)  # whole runs; prefixes shared by several candidates are evaluated once
     start_point, end_point = noise.flatten(1).double(), target.flatten(1).double()
@@ -202,7 +205,8 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     if settings.refine:
         path, ends = refine(final_distances, path, int(settings.refine_window), z=float(settings.significance))
     value = float(ends.mean())
-    evaluations += end_replay.evaluations * count
+    spent["validation_runs"] = end_replay.evaluations * len(validation)  # each call is on the validation batch
+    evaluations = sum(spent.values())
     if not math.isfinite(value):
         raise NonFiniteError(f"oss search: non-finite distance of the searched path {path}; nothing was cached")
     seconds = time.perf_counter() - started
@@ -218,6 +222,6 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count,
         "per_sample_paths": per_sample_paths, "dp_indices": dp_path, "start": start,
         "start_values": start_values, "validation_seeds": [int(validation[0]), len(validation)],
-        "evaluations": evaluations,
+        "evaluations": evaluations, "evaluations_by_part": spent,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
     }  # fmt: skip
