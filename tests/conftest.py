@@ -64,3 +64,28 @@ def run_cli(args, tmp_path: Path, timeout=300, env_extra=None):
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rank_threads(processes: int = 2) -> int:
+    """Torch threads of each rank of a CPU DDP run: Lightning (and torchrun) give each process cores / processes."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def gemm_bits_depend_on_threads() -> bool:
+    """Whether this CPU's float32 matrix products give other bits with 1 thread than with 2 (seen on an AVX-512
+    Xeon, not on the machines before it): there, runs agree bit for bit across processes only at equal threads."""
+    import torch
+
+    from fewstep.data import digits, seeded_noise
+    from fewstep.models import KDEDenoiser
+
+    data = digits()
+    denoiser, x = KDEDenoiser(data.images), seeded_noise(torch.arange(16), data.shape) * 3.0
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = denoiser(x, 3.0)
+        torch.set_num_threads(1)
+        return not torch.equal(two, denoiser(x, 3.0))
+    finally:
+        torch.set_num_threads(before)

@@ -52,7 +52,10 @@ def test_torchrun_writes_one_run_dir_whose_fid_equals_one_process(tmp_path):
     cache = tmp_path / "outputs" / "cache"
     for kind in ("samples", "reference"):  # samples are cached by key: set the 2-process ones aside, so it samples
         (cache / kind).rename(cache / f"{kind}_two_processes")
-    one = subprocess.run([sys.executable, str(ROOT / "run.py"), "num_samples=64"], cwd=tmp_path, env=env,
+    # torchrun gives each rank one thread; the one-process run gets the same (some CPUs' float32 matrix products
+    # give other bits with other thread counts: conftest.gemm_bits_depend_on_threads)
+    one = subprocess.run([sys.executable, str(ROOT / "run.py"), "num_samples=64"], cwd=tmp_path,
+                         env={**env, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert one.returncode == 0, one.stderr[-3000:]
     (single,) = [r for r in sorted((tmp_path / "outputs" / "runs").glob("*/*")) if r != runs[0]]

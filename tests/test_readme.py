@@ -25,7 +25,7 @@ import torch
 
 from fewstep.utils.shards import ShardStore
 
-from .conftest import ROOT
+from .conftest import ROOT, gemm_bits_depend_on_threads
 
 README = ROOT / "README.md"
 # what may be appended: sizes only, never a path or a directory (tests must not hide a needed override)
@@ -153,13 +153,17 @@ def check_outputs(argv: list[str], stdout: str, root: Path) -> None:
         seeds = list(range(metrics["num_samples"]))
         (store,) = (run_dir / "samples").iterdir()
         one_process = root / "outputs" / "cache" / "samples_one_process" / store.name
-        assert torch.equal(ShardStore(one_process).load(seeds), ShardStore(store).load(seeds))
+        ours, theirs = ShardStore(store).load(seeds), ShardStore(one_process).load(seeds)
+        # the README's two commands run with 2 threads (one process) and 1 per rank: the same bits, except on CPUs
+        # whose float32 matrix products depend on the thread count, where they are float32 rounding apart
+        loose = gemm_bits_depend_on_threads()
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-4) if loose else torch.equal(ours, theirs)
         assert len(list(store.glob("*.pt"))) >= 2  # each rank wrote the shards of its own seeds
         # every image passes the extractor in the same batch either way; only the ranks' float64 sums add up in
         # another order, and KID and the bootstrap see the features in seed order
         for key, value in one.items():
             if isinstance(value, float) and key not in ("sampling_seconds",):
-                assert metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+                assert metrics[key] == pytest.approx(value, rel=1e-3 if loose else 1e-9, abs=1e-9), key
     if argv[1:] == ["run.py", "solver=dpm", "nfe=5"]:  # 3 DPM-Solver-2 steps, the first answered by AFS
         assert metrics["nfe"] == 5 and metrics["afs"] is True and len(metrics["sigmas"]) == 4
         assert "3 steps x 2 NFE - 1 saved by AFS" in (run_dir / "run.log").read_text()
