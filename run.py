@@ -1,23 +1,18 @@
-"""fewstep entry point: `python run.py solver=ipndm schedule=polynomial nfe=5` (Hydra overrides)."""
+"""fewstep entry point in a checkout: `python run.py solver=ipndm schedule=polynomial nfe=5` (Hydra overrides).
+The same job as the `fewstep` console script of an installed wheel; both read these configs (conf/, shipped in the
+wheel as fewstep/conf)."""
 
 import hydra
 from omegaconf import DictConfig
 
-from fewstep.command import register_resolvers
+from fewstep.app.command import register_resolvers, run_job
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    from fewstep.command import print_run_dir, run_reporting_errors
-    from fewstep.utils.runtime import quiet_lightning
-
-    quiet_lightning()
-    metrics = run_reporting_errors(cfg)
-    print_run_dir(cfg)
-    # the value an optimizing sweeper (hydra/sweeper=optuna) minimises
-    return metrics.get(cfg.get("optimized_metric", "fid")) if isinstance(metrics, dict) else None
+    return run_job(cfg)
 
 
 if __name__ == "__main__":

@@ -109,8 +109,8 @@ def solver_overhead(denoiser, data, batch: int, repeats: int) -> None:
 def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
     import lightning as L
 
-    from fewstep.module import SamplingModule, ShardWriter
-    from fewstep.utils.shards import ShardStore
+    from fewstep.app.lightning_modules import SamplingModule, ShardWriter
+    from fewstep.app.shards import ShardStore
 
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -149,7 +149,8 @@ def lightning_overhead(denoiser, data, batch: int, tmp: str) -> None:
 
 
 def gits_timings(denoiser, data, batch: int, settings) -> torch.Tensor:
-    from fewstep.schedules.gits import base_grid, cost_sums, dynamic_programming, teacher, teacher_trajectory
+    from fewstep.schedules.gits import cost_sums, dynamic_programming
+    from fewstep.schedules.teacher import base_grid, teacher, teacher_trajectory
 
     grid = base_grid(settings, 0.002, 80.0)
     teacher_sampler = teacher(settings, grid)
@@ -178,7 +179,8 @@ def gits_timings(denoiser, data, batch: int, settings) -> torch.Tensor:
 
 def gits_sigmas(cost: torch.Tensor, settings, spec, plan, data, denoiser, afs) -> torch.Tensor:
     """The GITS schedule for `plan` from a cost matrix, with the reference code's AFS insertion."""
-    from fewstep.schedules.gits import afs_insertion, base_grid, search_path, teacher
+    from fewstep.schedules.gits import afs_insertion, search_path
+    from fewstep.schedules.teacher import base_grid, teacher
 
     grid = base_grid(settings, 0.002, 80.0)
     seeds = settings.afs_seeds
@@ -222,7 +224,7 @@ def searches_table(denoiser, data, gits_cost: torch.Tensor, gits_seconds: float,
     polynomial, logsnr, gits and oss for each solver and NFE; the searched / best hand-crafted ratios, and each
     search's cost in model evaluations per GITS reference warm-up (256 x 60) and seconds."""
     from fewstep.schedules import logsnr
-    from fewstep.schedules.oss import search as oss_search
+    from fewstep.schedules.oss import oss_search
 
     x = seeded_noise(torch.arange(num_samples), data.shape)
     reference = SOLVERS["heun"].fn(denoiser, x * 80.0, polynomial(100, 0.002, 80.0))
@@ -267,9 +269,9 @@ def searches_table(denoiser, data, gits_cost: torch.Tensor, gits_seconds: float,
 def warmup_study(denoiser, data, num_samples: int = 256) -> None:
     """Index stability and truncation error against the warm-up size, for GITS (ipndm and euler at NFE 6) and the
     solver-aware search (euler and ipndm_v at NFE 6)."""
-    from fewstep.schedules.gits import GitsSettings, local_warmup
-    from fewstep.schedules.gits import search as gits_search
-    from fewstep.schedules.oss import search as oss_search
+    from fewstep.schedules.gits import GitsSettings, gits_search
+    from fewstep.schedules.oss import oss_search
+    from fewstep.schedules.searches import local_warmup
 
     x = seeded_noise(torch.arange(num_samples), data.shape)
     reference = SOLVERS["heun"].fn(denoiser, x * 80.0, polynomial(100, 0.002, 80.0))
@@ -517,7 +519,7 @@ def learned_model(data, batch: int, solvers, nfes, num_samples: int = 512, other
 def reference_floor(model, data, num_samples: int, cache) -> tuple[torch.Tensor, dict]:
     """The model's reference solution (ipndm_v, 100 steps, seeds 0..num_samples-1) and its scores: the floor."""
     import fewstep
-    from fewstep.config.plan import reference_sigmas
+    from fewstep.app.config.plan import reference_sigmas
 
     sigmas = reference_sigmas(polynomial(5, 0.002, 80.0), 100, 7.0)
     reference = fewstep.sample(model, "ipndm_v", sigmas, range(num_samples))
@@ -739,7 +741,7 @@ def _ddp_primitives(rank: int, world_size: int, port: int, folder: str, out: str
 
     import torch.distributed as dist
 
-    from fewstep.utils.shards import ShardStore
+    from fewstep.app.shards import ShardStore
 
     torch.set_num_threads(1)
     start = time.perf_counter()

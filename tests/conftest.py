@@ -9,7 +9,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from fewstep.command import register_resolvers
+from fewstep.app.command import register_resolvers
 
 register_resolvers()
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from fewstep.cli import schedules_table, solvers_table
+from fewstep.app.cli import schedules_table, solvers_table
 from fewstep.schedules import SCHEDULES
 from fewstep.solvers import SOLVERS
 

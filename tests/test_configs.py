@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from fewstep.config.build import build_denoiser, build_sigmas, container
+from fewstep.app.config.build import build_denoiser, build_sigmas, container
 from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
 from fewstep.solvers import check_options, get_solver

@@ -20,7 +20,7 @@ from fewstep.data import seeded_noise  # noqa: E402
 from fewstep.models.diffusers_models import load_unet2d  # noqa: E402
 from fewstep.schedules import polynomial  # noqa: E402
 from fewstep.schedules.export import export_record, nearest_timesteps, training_sigmas  # noqa: E402
-from fewstep.schedules.gits import Schedule  # noqa: E402
+from fewstep.schedules.schedule import Schedule  # noqa: E402
 from fewstep.solvers import euler  # noqa: E402
 
 from .test_diffusers_models import SD1_SCHEDULER, _offline_single_thread, save_unet, tiny_unet  # noqa: E402, F401

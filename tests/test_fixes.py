@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fewstep import FewstepError, run
-from fewstep.config.build import eval_settings
+from fewstep.app.config.build import eval_settings
 from fewstep.metrics.evaluation import prepare_features, save_statistics
 from fewstep.metrics.features import WEIGHTS_DIR, LeNetFeatures
 

@@ -56,16 +56,6 @@ def test_update_flattens_and_upcasts():
     np.testing.assert_allclose(cov, np_cov, atol=1e-12, rtol=0)
 
 
-def test_merge_equals_stats_of_the_concatenation():
-    a, b = correlated_features(123, 8, seed=2), correlated_features(77, 8, seed=3, shift=1.0)
-    merged = FeatureStats(8).update(torch.from_numpy(a)).merge(FeatureStats(8).update(torch.from_numpy(b)))
-    whole = FeatureStats(8).update(torch.from_numpy(np.concatenate([a, b])))
-    assert merged.count == whole.count == 200
-    for got, expected in zip(merged.mean_cov(), whole.mean_cov(), strict=True):
-        np.testing.assert_allclose(got, expected, atol=1e-12, rtol=0)
-    np.testing.assert_allclose(merged.mean_cov()[1], np.cov(np.concatenate([a, b]), rowvar=False), atol=1e-10)
-
-
 def test_mean_cov_needs_two_vectors():
     stats = FeatureStats(4).update(torch.ones((1, 4)))
     with pytest.raises(ValueError, match="at least 2"):

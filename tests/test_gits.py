@@ -9,15 +9,11 @@ import torch
 
 from fewstep import FewstepError, run
 from fewstep.data import digits, seeded_noise
+from fewstep.geometry.measures import chord_deviation
 from fewstep.models import GaussianDenoiser, KDEDenoiser
 from fewstep.schedules import polynomial
-from fewstep.schedules.gits import (
-    best_path,
-    chord_deviation,
-    cost_sums,
-    dynamic_programming,
-    teacher_trajectory,
-)
+from fewstep.schedules.gits import best_path, cost_sums, dynamic_programming
+from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import euler, ipndm
 
 from .conftest import compose_config, rank_threads, run_cli
@@ -220,7 +216,8 @@ def test_search_with_two_processes_equals_one(tmp_path):
 def test_teacher_afs_answers_the_teachers_first_call_as_the_reference_code():
     """schedule.teacher_afs: the teacher's first step is the AFS prior's (the reference code's d = x/sqrt(1+s^2)),
     so row 0 of the cost matrix changes; without AFS in the plan, nothing changes."""
-    from fewstep.schedules.gits import GitsSettings, teacher
+    from fewstep.schedules.gits import GitsSettings
+    from fewstep.schedules.teacher import teacher
     from fewstep.solvers import ReferenceAFS
 
     kde = KDEDenoiser(digits().images)

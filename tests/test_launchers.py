@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from fewstep.command import STAMP_FORMAT, run_stamp
+from fewstep.app.command import STAMP_FORMAT, run_stamp
 
 from .conftest import ROOT
 
@@ -109,7 +109,7 @@ def test_ddp_inside_a_sweep_only_with_a_launcher_that_starts_the_ranks(make_cfg)
     from omegaconf import open_dict, read_write
 
     from fewstep import FewstepError
-    from fewstep.config.build import check_run
+    from fewstep.app.config.build import check_run
 
     def check(*overrides):
         cfg = make_cfg("trainer=ddp", *overrides)

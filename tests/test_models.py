@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from fewstep.config.plan import build_plan
+from fewstep.app.config.plan import build_plan
 from fewstep.data import digits, mnist5k, seeded_noise
 from fewstep.errors import FewstepError
 from fewstep.metrics.frechet import FeatureStats, frechet_distance

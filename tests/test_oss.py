@@ -14,17 +14,17 @@ from fewstep import FewstepError, run
 from fewstep.data import seeded_noise
 from fewstep.models import GaussianDenoiser
 from fewstep.schedules import polynomial
-from fewstep.schedules.gits import teacher_trajectory
 from fewstep.schedules.oss import (
     OssSettings,
     candidates,
     median_path,
+    oss_search,
     oss_settings,
     planned_evaluations,
-    search,
     solver_aware_dp,
 )
 from fewstep.schedules.oss.kernel import nearest_path, refine, significantly_lower
+from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import Sampler, get_solver, ipndm
 
 from .conftest import compose_config
@@ -120,7 +120,7 @@ def test_search_bookkeeping_reproduces_the_recorded_error():
             sampler = Sampler.of(solver, [80.0, 0.002])
             settings = {"grid_size": 13, "num_warmup": 6, "min_warmup": 6, "num_validation": 10,
                         "refine": refine_on, "finalists": 1 if not refine_on else 4}  # fmt: skip
-            record = search(settings, sampler=sampler, denoiser=denoiser, shape=(1, 3, 3), sigma_min=0.002,
+            record = oss_search(settings, sampler=sampler, denoiser=denoiser, shape=(1, 3, 3), sigma_min=0.002,
                             sigma_max=80.0, num_steps=3)  # fmt: skip
             first, count = record["validation_seeds"]
             assert first == 1_000_006 and count == 10  # after the DP's warm-up seeds
@@ -153,7 +153,7 @@ def test_recorded_evaluations_are_the_model_calls_made(solver, per_sample):
     noise, the DP, and the validation runs of the finalists and the refinement (each call on the whole batch)."""
     counter = CountingDenoiser(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
     settings = {"grid_size": 13, "num_warmup": 4, "min_warmup": 4, "num_validation": 9, "per_sample": per_sample}
-    record = search(settings, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=counter, shape=(1, 3, 3),
+    record = oss_search(settings, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=counter, shape=(1, 3, 3),
                     sigma_min=0.002, sigma_max=80.0, num_steps=3)  # fmt: skip
     parts = record["evaluations_by_part"]
     assert record["evaluations"] == counter.rows == sum(parts.values())
@@ -210,7 +210,7 @@ def test_bad_oss_settings_are_one_clear_error(make_cfg):
     with pytest.raises(FewstepError, match="oss grid of 5 points cannot provide"):
         run(make_cfg("schedule=oss", "schedule.grid_size=5", "nfe=8"))
     with pytest.raises(FewstepError, match="deterministic solver"):
-        search({}, sampler=Sampler.of("er_sde", [80.0, 0.002]), denoiser=GaussianDenoiser(), shape=(1, 2, 2),
+        oss_search({}, sampler=Sampler.of("er_sde", [80.0, 0.002]), denoiser=GaussianDenoiser(), shape=(1, 2, 2),
                sigma_min=0.002, sigma_max=80.0, num_steps=2)  # fmt: skip
 
 
@@ -273,7 +273,7 @@ def test_api_search_schedule_oss_equals_the_search():
     denoiser = GaussianDenoiser(torch.full((1, 2, 2), 0.2), torch.full((1, 2, 2), 0.5))
     schedule = fewstep.search_schedule(denoiser, shape=(1, 2, 2), nfe=4, solver="ipndm_v", method="oss",
                                        grid_size=11, num_warmup=4, min_warmup=4)  # fmt: skip
-    direct = search({"grid_size": 11, "num_warmup": 4, "min_warmup": 4}, sampler=Sampler.of("ipndm_v", [80, 0.002]),
+    direct = oss_search({"grid_size": 11, "num_warmup": 4, "min_warmup": 4}, sampler=Sampler.of("ipndm_v", [80, 0.002]),
                     denoiser=denoiser, shape=(1, 2, 2), sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
     assert schedule.indices == direct["indices"] and schedule.sigmas.tolist() == direct["sigmas"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fewstep.utils.shards import ShardStore
+from fewstep.app.shards import ShardStore
 
 from .conftest import ROOT, gemm_bits_depend_on_threads
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fewstep import FewstepError, run
+from fewstep.app.shards import ShardStore
 from fewstep.errors import NonFiniteError, RunInterrupted
 from fewstep.utils.cache import load_json, load_torch, seal
-from fewstep.utils.shards import ShardStore
 
 from .conftest import QUICK, ROOT, compose_config, run_cli
 
@@ -57,7 +57,7 @@ def test_bad_input_is_one_error_before_anything_loads(make_cfg, monkeypatch, ove
     def no_loading(*args, **kwargs):
         raise AssertionError("the data or the model was loaded before the config was checked")
 
-    monkeypatch.setattr("fewstep.config.plan.build_dataset", no_loading)
+    monkeypatch.setattr("fewstep.app.config.plan.build_dataset", no_loading)
     cfg = make_cfg(*QUICK, *overrides)
     with pytest.raises(FewstepError) as err:
         run(cfg)
@@ -114,7 +114,7 @@ def restore_signals():
     ],
 )  # fmt: skip
 def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_signals, raised, status, line):
-    from fewstep.command import run_reporting_errors
+    from fewstep.app.command import run_reporting_errors
 
     def failing(cfg):
         raise raised
@@ -129,7 +129,7 @@ def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_si
 def test_a_stopped_training_run_says_how_to_continue_it():
     from omegaconf import OmegaConf
 
-    from fewstep.command import resume_hint
+    from fewstep.app.command import resume_hint
 
     train = OmegaConf.create({"task": {"name": "train"}, "paths": {"output_dir": "/runs/train_digits"}})
     assert resume_hint(train).endswith("task.resume=true hydra.run.dir=/runs/train_digits")
@@ -149,7 +149,7 @@ def test_a_logger_failing_after_the_results_is_a_warning(make_cfg, tmp_path, cap
 
 
 def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
-    from fewstep.utils.logging import wandb_offline_reason
+    from fewstep.app.loggers import wandb_offline_reason
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -319,9 +319,9 @@ def poison_statistics_shifted(cache):
 
 
 POISONS = [
-    (poison_schedule_order, "GITS schedule cache", "checksum mismatch"),
-    (poison_schedule_empty, "GITS schedule cache", "no checksum"),
-    (poison_schedule_above_sigma_max, "GITS schedule cache", "sigmas outside"),
+    (poison_schedule_order, "gits schedule cache", "checksum mismatch"),
+    (poison_schedule_empty, "gits schedule cache", "no checksum"),
+    (poison_schedule_above_sigma_max, "gits schedule cache", "sigmas outside"),
     (poison_cost_nan, "GITS cost cache", "non-finite costs"),
     (poison_cost_without_keys, "GITS cost cache", "no checksum"),
     (poison_cost_3x3, "GITS cost cache", "cost matrix is not 21x21"),
@@ -369,7 +369,7 @@ class NaNBelow(torch.nn.Module):
 
 @pytest.fixture
 def nan_model(monkeypatch):
-    from fewstep.config import plan
+    from fewstep.app.config import plan
 
     build = plan.build_denoiser
     monkeypatch.setattr(plan, "build_denoiser", lambda cfg, dataset: NaNBelow(build(cfg, dataset), 1.0))

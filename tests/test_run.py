@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fewstep import FewstepError, run
-from fewstep.utils.shards import ShardStore
+from fewstep.app.shards import ShardStore
 
 from .conftest import QUICK, ROOT, run_cli
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from fewstep.app.shards import ShardStore
 from fewstep.data import digits
 from fewstep.metrics import build_features
 from fewstep.metrics.evaluation import EvalSettings, Prepared, evaluate
 from fewstep.metrics.frechet import FeatureStats, bootstrap_frechet, frechet_distance, mean_cov
 from fewstep.metrics.quantize import as_scored, dequantize, quantize
-from fewstep.utils.shards import ShardStore
 
 SINGLE = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), global_rank=0, world_size=1,
                          is_global_zero=True)  # fmt: skip

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fewstep import run
-from fewstep.utils.shards import ShardStore
+from fewstep.app.shards import ShardStore
 
 from .conftest import QUICK, compose_config
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fewstep.sweep import floor, markdown, pivot
+from fewstep.app.sweep import floor, markdown, pivot
 
 from .conftest import ROOT
 
@@ -64,8 +64,8 @@ def test_summary_of_a_sweep_directory(tmp_path):
 
     import torch
 
-    from fewstep.sweep import summarize
-    from fewstep.utils.shards import ShardStore
+    from fewstep.app.shards import ShardStore
+    from fewstep.app.sweep import summarize
 
     for number, (solver, schedule, nfe, fid) in enumerate([("euler", "gits", 4, 30.0), ("euler", "polynomial", 4, 50.0),
                                                            ("euler", "gits", 6, 20.0)]):  # fmt: skip

@@ -14,7 +14,7 @@ _API = {"sample", "search_schedule", "evaluate", "Schedule", "Sampler"}
 
 def run(cfg):
     """Run the task named by `cfg.task.name` (what `run.py` calls)."""
-    from fewstep.tasks import run as run_task
+    from fewstep.app.tasks import run as run_task
 
     return run_task(cfg)
 

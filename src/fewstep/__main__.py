@@ -1,3 +1,3 @@
-from fewstep.cli import main
+from fewstep.app.cli import main
 
 main()

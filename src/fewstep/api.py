@@ -18,7 +18,7 @@ import torch
 
 from fewstep.errors import FewstepError
 from fewstep.models.denoiser import device_of, traits, weights_fingerprint
-from fewstep.schedules.gits.schedule import Schedule
+from fewstep.schedules.schedule import Schedule
 from fewstep.solvers.sampler import Sampler  # noqa: F401 - fewstep.Sampler
 
 
@@ -107,64 +107,46 @@ def search_schedule(
     solver_options: dict | None = None,
     **settings,
 ) -> Schedule:
-    """A schedule searched for `denoiser` and `solver` at `nfe` denoiser evaluations. `method="gits"`: teacher
-    trajectories on a fine grid, a one-step cost matrix, dynamic programming (`settings` are GITS's, e.g.
-    num_warmup=256, coeff=1.15, grid_size=61, metric="dev"). `method="oss"`: the solver-aware search, a DP over
-    `solver`'s own states on the same grid (`settings` as `conf/schedule/oss.yaml`, e.g. num_warmup=32).
-    `.sigmas` go straight into `sample(...)`.
+    """A schedule searched for `denoiser` and `solver` at `nfe` denoiser evaluations by any registered search
+    (`fewstep.schedules.searches`). `method="gits"`: teacher trajectories on a fine grid, a one-step cost matrix,
+    dynamic programming (`settings` are GITS's, e.g. num_warmup=256, coeff=1.15, grid_size=61, metric="dev").
+    `method="oss"`: the solver-aware search, a DP over `solver`'s own states on the same grid (`settings` as
+    `conf/schedule/oss.yaml`, e.g. num_warmup=32). `.sigmas` go straight into `sample(...)`.
 
     With `cache_dir`, the searches are cached (checksummed, checked on reading); the denoiser is identified by its
     weights, or by `cache_key` for a callable without any."""
-    from fewstep.schedules.gits import GitsCache
+    from fewstep.models.denoiser import inside_range
+    from fewstep.schedules.registry import get_search
+    from fewstep.schedules.search_cache import SearchCache
+    from fewstep.schedules.searches import SearchContext, find_schedule
     from fewstep.solvers import check_options, get_solver, plan_steps
 
-    if method not in ("gits", "oss"):
-        raise FewstepError(f"method={method!r} is not a schedule search here; use method='gits' or method='oss'")
+    get_search(method)  # an unknown method is one error naming the searches there are
     spec = get_solver(solver)
     options = check_options(spec, dict(solver_options or {}))
     plan = plan_steps(spec, int(nfe), afs, bool(denoise_to_zero))
     shape, device = _shape(denoiser, shape), _device(denoiser, device)
     declared = traits(denoiser)
-    if declared.sigma_range is not None:
-        from fewstep.schedules.handcrafted import inside_range
-
-        if not inside_range(sigma_min, sigma_max, declared.sigma_range):
-            low, high = declared.sigma_range
-            raise FewstepError(f"the denoiser was trained for sigma in [{low:.6g}, {high:.6g}]; pass sigma_min and "
-                               "sigma_max inside that range")  # fmt: skip
-    num_steps = plan.num_steps - int(plan.denoise_to_zero)
+    if declared.sigma_range is not None and not inside_range(sigma_min, sigma_max, declared.sigma_range):
+        low, high = declared.sigma_range
+        raise FewstepError(f"the denoiser was trained for sigma in [{low:.6g}, {high:.6g}]; pass sigma_min and "
+                           "sigma_max inside that range")  # fmt: skip
     prior = _afs_prior(afs_prior, afs_data) if plan.afs else None
-    sampler_key = {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__} if plan.afs else None
     cache = None
     if cache_dir is not None:
         key = cache_key or weights_fingerprint(denoiser)
         if key is None:
             raise FewstepError("cache_dir needs cache_key='...' naming this denoiser (it has no weights to hash)")
-        cache = GitsCache(Path(cache_dir) / method, {"model": key, "shape": list(shape)}, method.upper())
-    if method == "oss":
-        from fewstep.schedules import oss
+        cache = SearchCache.for_search(cache_dir, method, {"model": key}, shape)
+    from fewstep.schedules.searches import local_warmup
 
-        sampler = Sampler(spec, [sigma_max, sigma_min], options, prior)
-        record = oss.search(settings, sampler=sampler, denoiser=denoiser, shape=shape, sigma_min=float(sigma_min),
-                            sigma_max=float(sigma_max), num_steps=num_steps, total_steps=plan.num_steps,
-                            to_zero=plan.denoise_to_zero, device=device,
-                            sampler_key={"solver": spec.name, "options": options,
-                                         "afs_prior": type(prior).__name__}, cache=cache)  # fmt: skip
-    else:
-        from fewstep.schedules.gits import afs_insertion, gits_settings, local_warmup, search
-
-        gits = gits_settings(settings)
-        afs = None
-        if plan.afs:
-            afs = afs_insertion(denoiser, shape, Sampler(spec, [sigma_max, sigma_min], options, prior),
-                                gits.afs_seeds, device)  # fmt: skip
-        record = search(gits, sigma_min=float(sigma_min), sigma_max=float(sigma_max), num_steps=num_steps,
-                        warmup=local_warmup(denoiser, shape, batch_size, device), afs=afs, afs_key=sampler_key,
-                        afs_prior=prior, cache=cache)  # fmt: skip
-    sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
-    if plan.denoise_to_zero:
-        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-    return Schedule(sigmas, {**record, "plan": plan.describe(), "solver": spec.name, "nfe": plan.nfe})
+    context = SearchContext(
+        Sampler(spec, [sigma_max, sigma_min], options, prior), denoiser, shape, float(sigma_min), float(sigma_max),
+        plan, {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}, cache=cache,
+        warmup=local_warmup(denoiser, shape, batch_size, device), place=lambda: device,
+    )  # fmt: skip
+    found = find_schedule(method, settings, context)
+    return Schedule(found.sigmas, {**found.record, "plan": plan.describe(), "solver": spec.name, "nfe": plan.nfe})
 
 
 class _InMemory:
@@ -175,17 +157,6 @@ class _InMemory:
 
     def load(self, keys: list[int]) -> torch.Tensor:
         return self.images[keys]
-
-
-class _OneProcess:
-    """`metrics.evaluation.evaluate`'s view of a run in this process alone (what a Trainer offers under DDP)."""
-
-    global_rank, world_size, is_global_zero = 0, 1, True
-
-    def __init__(self, device: torch.device):
-        from types import SimpleNamespace
-
-        self.strategy = SimpleNamespace(root_device=device)
 
 
 def evaluate(
@@ -212,8 +183,8 @@ def evaluate(
     import tempfile
 
     from fewstep.data import ImageDataset
+    from fewstep.metrics.evaluation import Ranks, prepare_features
     from fewstep.metrics.evaluation import evaluate as evaluate_stores
-    from fewstep.metrics.evaluation import prepare_features
     from fewstep.metrics.settings import EvalSettings
 
     if data is None:
@@ -231,6 +202,6 @@ def evaluate(
     prepared = prepare_features(settings, dataset)
     seeds = list(range(len(samples)))
     with tempfile.TemporaryDirectory() as scratch:
-        return evaluate_stores(_OneProcess(torch.device(device)), seeds, {"": _InMemory(samples.cpu())},
+        return evaluate_stores(Ranks(device=torch.device(device)), seeds, {"": _InMemory(samples.cpu())},
                                _InMemory(reference.cpu()) if reference is not None else None, dataset, prepared,
                                Path(cache_dir) if cache_dir else Path(scratch), batch_size, settings)  # fmt: skip

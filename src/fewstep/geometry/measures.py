@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 
-from fewstep.schedules.gits import chord_deviation
-
 
 def _f64(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", torch.float64)
@@ -37,6 +35,17 @@ def pca_explained_variance(traj_states: torch.Tensor, k: int = 3) -> torch.Tenso
     if k > cumulative.shape[1]:  # fewer points than components: the rest explain nothing more
         cumulative = torch.cat([cumulative, cumulative[:, -1:].expand(-1, k - cumulative.shape[1])], dim=1)
     return cumulative[:, :k]
+
+
+def chord_deviation(points: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Distance of each point (..., B, D) from the straight line through start and end (B, D), per sample.
+
+    The reference code's `cal_deviation`: the part of (end - point) orthogonal to (end - start).
+    """
+    axis = end - start
+    axis = axis / axis.norm(dim=-1, keepdim=True)
+    to_end = end - points
+    return (to_end - (to_end * axis).sum(-1, keepdim=True) * axis).norm(dim=-1)
 
 
 def chord_deviation_curves(states: torch.Tensor) -> torch.Tensor:

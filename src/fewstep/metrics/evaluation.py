@@ -345,15 +345,29 @@ def progress(iterable, description: str, rank: int = 0):
     return tqdm(items, desc=description, unit="batch", disable=rank != 0 or len(items) < 2, leave=False)
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Which process this is among how many, and where it computes (under DDP the process group is already made:
+    the metrics' states are summed over it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 def evaluate(
-    trainer, seeds: list[int], stores: dict, reference_store, dataset, prepared: Prepared, cache_dir,
+    ranks: Ranks, seeds: list[int], stores: dict, reference_store, dataset, prepared: Prepared, cache_dir,
     batch_size: int, settings: EvalSettings,
 ) -> dict | None:  # fmt: skip
     """All ranks: reduce their seeds; rank 0 returns the metrics (others None).
 
     `stores` maps a key prefix ("" for the run's samples, "baseline_" for a baseline's) to a ShardStore;
     `reference_store` holds the reference solution from the same seeds (None: no truncation error)."""
-    device = trainer.strategy.root_device
+    device = ranks.device
     extractor = prepared.features.to(device).eval() if prepared.features is not None else None
     with_data = has_images(dataset)
     feature_space = ScoredFeatures(extractor, feature_dim(extractor, dataset)) if extractor is not None else None
@@ -368,7 +382,7 @@ def evaluate(
     sets = {prefix: SetScores(pixel_space, feature_space, kid, device, with_reference) for prefix in stores}
     if with_reference:
         sets["reference"] = SetScores(pixel_space, feature_space, kid, device, truncation=False)
-    rank, world = trainer.global_rank, trainer.world_size
+    rank, world = ranks.rank, ranks.world_size
     mine = eval_batches(seeds, batch_size, rank, world)
     space = extractor.name if extractor is not None else "no features"
     with torch.no_grad():
@@ -381,7 +395,7 @@ def evaluate(
                 sets["reference"].update(reference, chunk)
     for name in sorted(sets):  # the same order on every rank
         sets[name].sync()
-    if not trainer.is_global_zero:
+    if not ranks.is_main:
         return None
     identity = {"dataset": dataset.fingerprint(), "shape": list(dataset.shape), "quantized": "edm-uint8"}
     data_pixels = data_features = None

@@ -27,12 +27,6 @@ class FeatureStats:
         self.outer += f.T @ f
         return self
 
-    def merge(self, other: FeatureStats) -> FeatureStats:
-        self.count += other.count
-        self.total += other.total
-        self.outer += other.outer
-        return self
-
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
         return mean_cov(self.count, self.total, self.outer)
 

@@ -26,6 +26,15 @@ class Denoiser(Protocol):
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor: ...
 
 
+RANGE_RTOL = 1e-3  # relative slack at the ends of a sigma range: configs and text files round the printed range
+#   (e.g. sigma_min=0.0292 for Stable Diffusion's 0.029168)
+
+
+def inside_range(low: float, high: float, allowed: tuple[float, float]) -> bool:
+    """[low, high] lies inside `allowed` = (lowest, highest), up to `RANGE_RTOL` at each end."""
+    return low >= allowed[0] * (1 - RANGE_RTOL) and high <= allowed[1] * (1 + RANGE_RTOL)
+
+
 @dataclass(frozen=True)
 class Traits:
     """What a denoiser declares beyond `D(x, sigma)` (see `Denoiser`), as plain values."""

@@ -9,17 +9,25 @@ The timestep fed to the network is found from sigma on the discrete table sigma_
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from fewstep.errors import FewstepError
-from fewstep.models.denoiser import sigma_per_sample
-from fewstep.schedules.handcrafted import inside_range
+from fewstep.models.denoiser import inside_range, sigma_per_sample
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_MODES = ("interpolate", "nearest")
+
+
+def vp_linear_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
+    """(beta_d, beta_min) of the linear-beta VP-SDE, sigma(t)^2 = exp(beta_d t^2 / 2 + beta_min t) - 1, with
+    sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max."""
+    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
+    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
+    return beta_d, log_max - 0.5 * beta_d
 
 
 def discrete_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:

@@ -13,14 +13,8 @@ import math
 import torch
 
 from fewstep.errors import FewstepError
-
-RANGE_RTOL = 1e-3  # relative slack at the ends of a sigma range: configs and text files round the printed range
-#   (e.g. sigma_min=0.0292 for Stable Diffusion's 0.029168)
-
-
-def inside_range(low: float, high: float, allowed: tuple[float, float]) -> bool:
-    """[low, high] lies inside `allowed` = (lowest, highest), up to `RANGE_RTOL` at each end."""
-    return low >= allowed[0] * (1 - RANGE_RTOL) and high <= allowed[1] * (1 + RANGE_RTOL)
+from fewstep.models.denoiser import inside_range
+from fewstep.models.vp import vp_linear_betas
 
 
 def check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
@@ -60,14 +54,6 @@ def logsnr(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     check_range(num_steps, sigma_min, sigma_max)
     log_sigmas = math.log(sigma_max) + _fractions(num_steps) * (math.log(sigma_min) - math.log(sigma_max))
     return _pin_endpoints(log_sigmas.exp(), sigma_min, sigma_max)
-
-
-def vp_linear_betas(sigma_min: float, sigma_max: float, epsilon_s: float = 1e-3) -> tuple[float, float]:
-    """(beta_d, beta_min) of the linear-beta VP-SDE, sigma(t)^2 = exp(beta_d t^2 / 2 + beta_min t) - 1, with
-    sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max."""
-    log_max, log_min = math.log1p(sigma_max**2), math.log1p(sigma_min**2)
-    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
-    return beta_d, log_max - 0.5 * beta_d
 
 
 def vp_time(

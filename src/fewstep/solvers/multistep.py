@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.solvers.ode import Callback, _first_or, _report, _steps
+from fewstep.solvers.ode import Callback, model_for_step, report_step, step_pairs
 
 
 def _check_order(name: str, max_order: int, highest: int) -> None:
@@ -62,7 +62,7 @@ def _identity(sigma: np.ndarray) -> np.ndarray:
 def vp_time_of_sigma(sigma_min: float = 0.002, sigma_max: float = 80.0, epsilon_s: float = 1e-3):
     """t(sigma) of the linear-beta VP-SDE with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max
     (the reference code's `edm2t`, the inverse of `fewstep.schedules.vp_time`)."""
-    from fewstep.schedules.handcrafted import vp_linear_betas
+    from fewstep.models.vp import vp_linear_betas
 
     beta_d, beta_min = vp_linear_betas(sigma_min, sigma_max, epsilon_s)
 
@@ -75,13 +75,13 @@ def vp_time_of_sigma(sigma_min: float = 0.002, sigma_max: float = 80.0, epsilon_
 def _adams_bashforth(denoiser, x, sigmas, callback, afs, max_order: int, time) -> torch.Tensor:
     slopes: list[torch.Tensor] = []  # newest last
     points: list[float] = []
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         d = (x - denoised) / s
         slopes, points = [*slopes, d][-max_order:], [*points, s][-max_order:]
         weights = lagrange_weights(points, s, s_next, time)
         x_next = x + sum(w * g for w, g in zip(weights, slopes, strict=True))
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -142,8 +142,8 @@ def dpmpp(
     _check_order("dpmpp", max_order, 3)
     num_steps = len(sigmas) - 1
     history: list[tuple[float, torch.Tensor]] = []  # (lambda, D), newest last
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         history = [*history, (-math.log(s), denoised)][-3:]
         order = min(_order(i, num_steps, max_order, lower_order_final, s_next), len(history))
         ratio = s_next / s
@@ -166,7 +166,7 @@ def dpmpp(
                 phi_2 = phi_1 / h + 1.0
                 phi_3 = phi_2 / h - 0.5
                 x_next = x_next + phi_2 * first - (2.0 if exact_third_order else 1.0) * phi_3 * second
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -214,9 +214,9 @@ def unipc(
         raise FewstepError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
     num_steps = len(sigmas) - 1
     values = sigmas.tolist()
-    denoised = _first_or(denoiser, afs, 0)(x, values[0])
+    denoised = model_for_step(denoiser, afs, 0)(x, values[0])
     history: list[tuple[float, torch.Tensor]] = [(-math.log(values[0]), denoised)]  # (lambda, D), newest last
-    for i, (s, s_next) in _steps(sigmas):
+    for i, (s, s_next) in step_pairs(sigmas):
         order = min(_order(i, num_steps, max_order, lower_order_final, s_next), len(history))
         ratio = s_next / s
         x_base = ratio * x - (ratio - 1.0) * history[-1][1]
@@ -243,7 +243,7 @@ def unipc(
                         denoised_next - d0
                     )
                     x_next = x_base - b_h * correction
-        _report(callback, i, s, s_next, x, history[-1][1], x_next)
+        report_step(callback, i, s, s_next, x, history[-1][1], x_next)
         if denoised_next is not None:
             history = [*history, (-math.log(s_next), denoised_next)][-3:]
         x = x_next

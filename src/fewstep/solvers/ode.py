@@ -20,26 +20,26 @@ from fewstep.errors import FewstepError
 Callback = Callable[[dict], None] | None
 
 
-def _steps(sigmas: torch.Tensor):
+def step_pairs(sigmas: torch.Tensor):
     values = sigmas.tolist()  # float64 Python numbers: sigma arithmetic stays in double precision
     return enumerate(zip(values[:-1], values[1:], strict=True))
 
 
-def _first_or(denoiser, afs, i: int):
+def model_for_step(denoiser, afs, i: int):
     return afs if (afs is not None and i == 0) else denoiser
 
 
-def _report(callback: Callback, i, sigma, sigma_next, x, denoised, x_next) -> None:
+def report_step(callback: Callback, i, sigma, sigma_next, x, denoised, x_next) -> None:
     if callback is not None:
         callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "denoised": denoised, "x_next": x_next})
 
 
 def euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None, afs=None) -> torch.Tensor:
     """Euler's method (= DDIM): 1 evaluation per step, order 1."""
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         x_next = denoised if s_next == 0 else x + (s_next - s) * (x - denoised) / s
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -57,10 +57,10 @@ def heun_step(denoiser, x: torch.Tensor, s: float, s_next: float, denoised: torc
 
 def heun(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback = None, afs=None) -> torch.Tensor:
     """Heun's 2nd-order method (EDM, Karras et al. 2022): 2 evaluations per step; a step to 0 is Euler."""
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         x_next = heun_step(denoiser, x, s, s_next, denoised)
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -75,8 +75,8 @@ def dpm(
     """
     if not 0 < r <= 1:
         raise FewstepError(f"dpm option r must lie in (0, 1], got {r}")
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         if s_next == 0:
             x_next = denoised
         else:
@@ -85,7 +85,7 @@ def dpm(
             x_mid = x + (s_mid - s) * d
             d_mid = (x_mid - denoiser(x_mid, s_mid)) / s_mid
             x_next = x + (s_next - s) * ((1 / (2 * r)) * d_mid + (1 - 1 / (2 * r)) * d)
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -113,14 +113,14 @@ def ipndm(
     if max_order not in _ADAMS_BASHFORTH:
         raise FewstepError(f"ipndm max_order must be 1, 2, 3 or 4, got {max_order}")
     slopes = list(history)[-(max_order - 1) :] if max_order > 1 else []
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         d = (x - denoised) / s
         numerators, denominator = _ADAMS_BASHFORTH[min(max_order, len(slopes) + 1)]
         recent = [d, *reversed(slopes)]
         slope = sum(c * g for c, g in zip(numerators, recent, strict=False)) / denominator
         x_next = x + (s_next - s) * slope
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         if max_order > 1:
             slopes = [*slopes, d][-(max_order - 1) :]
         x = x_next

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.solvers.ode import Callback, _first_or, _report, _steps, heun_step
+from fewstep.solvers.ode import Callback, heun_step, model_for_step, report_step, step_pairs
 
 Noise = Callable[[], torch.Tensor]
 
@@ -194,7 +194,7 @@ def _er_sde_plan(sigmas: torch.Tensor, phi: str | Callable, need_integrals: bool
     """Per step (r, noise std, c1, c2) in float64; checks the injected variance before any evaluation."""
     fn, _, name = resolve_phi(phi)
     plan = []
-    for i, (s, t) in _steps(sigmas):
+    for i, (s, t) in step_pairs(sigmas):
         if t == 0:
             plan.append((0.0, 0.0, 0.0, 0.0))
             continue
@@ -273,8 +273,8 @@ def er_sde(
     values = sigmas.tolist()
     history: list[torch.Tensor] = []  # D of the previous step (empty on the first)
     slope_old: torch.Tensor | None = None  # D' of the previous step
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         r, std, c1, c2 = plan[i]
         step_order = min(order, i + 1)
         slope = (denoised - history[-1]) / (s - values[i - 1]) if (order >= 2 and history) else None
@@ -291,7 +291,7 @@ def er_sde(
                     x_next = x_next + c1 * (s - values[i - 1]) * divided
             if std > 0:
                 x_next = x_next + std * _draw(noise, x)
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         history = [*history, denoised][-1:]
         slope_old = slope
         x = x_next
@@ -333,8 +333,8 @@ def euler_ancestral(
     noise = _require_noise("euler_ancestral", noise)
     if not (math.isfinite(eta) and eta >= 0):
         raise FewstepError(f"euler_ancestral eta must be a finite number >= 0, got {eta}")
-    for i, (s, s_next) in _steps(sigmas):
-        denoised = _first_or(denoiser, afs, i)(x, s)
+    for i, (s, s_next) in step_pairs(sigmas):
+        denoised = model_for_step(denoiser, afs, i)(x, s)
         if s_next == 0:
             x_next = denoised
         else:
@@ -342,7 +342,7 @@ def euler_ancestral(
             x_next = x + (sigma_down - s) * (x - denoised) / s
             if sigma_up > 0:
                 x_next = x_next + sigma_up * _draw(noise, x)
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
 
@@ -374,14 +374,14 @@ def edm_stochastic(
             raise FewstepError(f"edm_stochastic {label} must be a finite number >= 0, got {value}")
     num_steps = len(sigmas) - 1
     gamma_max = min(s_churn / num_steps, math.sqrt(2) - 1)
-    for i, (s, s_next) in _steps(sigmas):
+    for i, (s, s_next) in step_pairs(sigmas):
         gamma = gamma_max if s_tmin <= s <= s_tmax else 0.0
         x_hat, s_hat = x, s
         if gamma > 0:
             s_hat = s * (1 + gamma)
             x_hat = x + math.sqrt(s_hat**2 - s**2) * s_noise * _draw(noise, x)
-        denoised = _first_or(denoiser, afs, i)(x_hat, s_hat)
+        denoised = model_for_step(denoiser, afs, i)(x_hat, s_hat)
         x_next = heun_step(denoiser, x_hat, s_hat, s_next, denoised)
-        _report(callback, i, s, s_next, x, denoised, x_next)
+        report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x

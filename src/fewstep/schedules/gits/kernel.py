@@ -13,31 +13,9 @@ from __future__ import annotations
 import torch
 
 from fewstep.errors import FewstepError
+from fewstep.geometry.measures import chord_deviation
 
 METRICS = ("l1", "l2", "dev")
-
-
-def teacher_trajectory(solver, denoiser, x: torch.Tensor, grid: torch.Tensor, **options):
-    """States at every grid point (N, B, ...) and the model's slopes d = (x - D)/sigma at points 0..N-2."""
-    states, slopes = [], []
-
-    def record(info):
-        states.append(info["x"])
-        slopes.append((info["x"] - info["denoised"]) / info["sigma"])
-
-    final = solver(denoiser, x, grid, callback=record, **options)
-    return torch.stack([*states, final]), torch.stack(slopes)
-
-
-def chord_deviation(points: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Distance of each point (..., B, D) from the straight line through start and end (B, D), per sample.
-
-    The reference code's `cal_deviation`: the part of (end - point) orthogonal to (end - start).
-    """
-    axis = end - start
-    axis = axis / axis.norm(dim=-1, keepdim=True)
-    to_end = end - points
-    return (to_end - (to_end * axis).sum(-1, keepdim=True) * axis).norm(dim=-1)
 
 
 def cost_sums(states: torch.Tensor, slopes: torch.Tensor, grid: torch.Tensor, metric: str) -> torch.Tensor:

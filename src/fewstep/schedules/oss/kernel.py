@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.schedules.gits.kernel import chord_deviation
+from fewstep.geometry.measures import chord_deviation
 
 DISTANCES = ("l2", "l1", "dev")
 

@@ -1,4 +1,5 @@
-"""The solver-aware search's one way in: `search(settings, sampler=..., denoiser=..., ...)`.
+"""The solver-aware search (`schedule=oss`): `oss_search(settings, sampler=..., denoiser=..., ...)`, and its entry in
+the search contract (`SEARCH`).
 
 It runs on the main process (the DP is sequential over steps and needs every sample's state); with several
 processes the others wait for its result in `broadcast`. Searched schedules are cached like GITS's (sealed,
@@ -15,9 +16,6 @@ import torch
 
 from fewstep.data.seeds import seed_range, seeded_noise
 from fewstep.errors import FewstepError, NonFiniteError
-from fewstep.schedules.gits.cache import GitsCache
-from fewstep.schedules.gits.kernel import teacher_trajectory
-from fewstep.schedules.gits.search import WARMUP_NAN_CAUSE, base_grid, on_main_then_broadcast, teacher
 from fewstep.schedules.handcrafted import polynomial
 from fewstep.schedules.oss.kernel import (
     Replay,
@@ -28,7 +26,12 @@ from fewstep.schedules.oss.kernel import (
     run_to,
     solver_aware_dp,
 )
-from fewstep.schedules.oss.settings import GITS_REFERENCE_WARMUP, OssSettings, oss_settings
+from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssSettings, oss_settings
+from fewstep.schedules.registry import SearchMethod
+from fewstep.schedules.search_cache import SearchCache
+from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
+from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, teacher, teacher_trajectory
+from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
@@ -39,6 +42,17 @@ def check_steps(settings: OssSettings, num_steps: int, needs: str = "") -> None:
     if not 1 <= num_steps <= int(settings.grid_size) - 1:
         raise FewstepError(f"{needs or f'{num_steps} steps'} from sigma_max to sigma_min, which an oss grid of "
                            f"{settings.grid_size} points cannot provide; change nfe or schedule.grid_size")  # fmt: skip
+
+
+def check_solver(spec: SolverSpec) -> None:
+    if spec.stochastic:
+        raise FewstepError(f"schedule=oss searches for a deterministic solver; {spec.name} is stochastic (use "
+                           "schedule=gits, or an ODE solver such as euler, heun, ipndm, dpmpp)")  # fmt: skip
+
+
+def check(settings: OssSettings, spec: SolverSpec, steps: StepPlan) -> None:
+    check_solver(spec)
+    check_steps(settings, steps.num_steps - int(steps.denoise_to_zero), needs_steps(steps))
 
 
 def candidates(n: int, num_steps: int) -> tuple[int, int]:
@@ -87,7 +101,7 @@ def warmup_size(settings: OssSettings, per_sample: int) -> int:
     return max(int(settings.min_warmup), min(int(settings.num_warmup), allowed))
 
 
-def search(
+def oss_search(
     settings: OssSettings | dict | None,
     *,
     sampler: Sampler,
@@ -100,7 +114,7 @@ def search(
     to_zero: bool = False,
     device="cpu",
     sampler_key: dict | None = None,
-    cache: GitsCache | None = None,
+    cache: SearchCache | None = None,
     is_main: bool = True,
     broadcast: Callable = lambda payload: payload,
 ) -> dict:
@@ -110,9 +124,7 @@ def search(
     `to_zero`), so that orders that depend on the steps left are the run's. `sampler_key` names the sampler
     for the cache."""
     settings = oss_settings(settings)
-    if sampler.stochastic:
-        raise FewstepError(f"schedule=oss searches for a deterministic solver; {sampler.name} is stochastic "
-                           "(use schedule=gits, or an ODE solver such as euler, heun, ipndm, dpmpp)")  # fmt: skip
+    check_solver(sampler.spec)
     check_steps(settings, num_steps)
     total_steps = num_steps if total_steps is None else int(total_steps)
     grid = base_grid(settings, sigma_min, sigma_max)
@@ -121,7 +133,7 @@ def search(
         what = {"oss": settings.as_dict(), "record": RECORD_VERSION,
                 "sampler": sampler_key or {"solver": sampler.name},
                 "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
-        key = cache.cost_key(what, grid)
+        key = cache.key(what, grid)
         record = cache.read_schedule(key, grid, num_steps, (sigma_min, sigma_max))
         if record is not None:
             info(f"oss schedule reused from {cache.schedule_path(key)}")
@@ -225,3 +237,26 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         "evaluations": evaluations, "evaluations_by_part": spent,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
     }  # fmt: skip
+
+
+def run(settings: OssSettings, context: SearchContext) -> dict:
+    """oss in the search contract: on the main process (placing the model there), broadcast to the others."""
+    device = context.place() if context.is_main else "cpu"
+    return oss_search(
+        settings, sampler=context.sampler, denoiser=context.denoiser, shape=context.shape,
+        sigma_min=context.sigma_min, sigma_max=context.sigma_max, num_steps=context.num_steps,
+        total_steps=context.steps.num_steps, to_zero=context.steps.denoise_to_zero, device=device,
+        sampler_key=context.sampler_key, cache=context.cache, is_main=context.is_main, broadcast=context.broadcast,
+    )  # fmt: skip
+
+
+def _plot(fig, ax, record: dict) -> None:
+    from fewstep.schedules.oss.plot import plot_values
+
+    plot_values(ax, record)
+
+
+SEARCH = SearchMethod(
+    name="oss", defaults=DEFAULTS, settings=oss_settings, check=check, run=run, plot=_plot,
+    summary="solver-aware DP over the sampling solver's own states (after OSS, Pei et al. 2025), validated",
+)  # fmt: skip

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fewstep.config.build import build_dataset
+from fewstep.app.config.build import build_dataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.features import WEIGHTS_DIR
 from fewstep.metrics.lenet import train_lenet

@@ -16,6 +16,8 @@ from pathlib import Path
 def build_report(entity: str, project: str, group: str | None = None):
     import wandb_workspaces.reports.v2 as wr
 
+    from fewstep.schedules.registry import search_names
+
     filters = f"Config('sweep_group') == '{group}'" if group else ""
     runs = wr.Runset(entity=entity, project=project, name=group or "all runs", filters=filters,
                      groupby=["solver.name", "schedule.name"])  # fmt: skip
@@ -40,7 +42,7 @@ def build_report(entity: str, project: str, group: str | None = None):
             wr.PanelGrid(runsets=[runs], panels=[
                 wr.WeavePanelSummaryTable(table_name="schedule"),
                 wr.MediaBrowser(title="Sample grids (same seeds)", media_keys=["samples"], num_columns=4),
-                wr.MediaBrowser(title="Searched schedules", media_keys=["gits", "oss"], num_columns=4),
+                wr.MediaBrowser(title="Searched schedules", media_keys=search_names(), num_columns=4),
             ]),
             wr.H1("Settings against FID (Optuna sweeps)"),
             wr.PanelGrid(runsets=[runs], panels=[
@@ -70,7 +72,7 @@ def offline_reason() -> str | None:
     mode = os.environ.get("WANDB_MODE", "")
     if mode in ("offline", "disabled", "dryrun"):
         return f"WANDB_MODE={mode}"
-    from fewstep.utils.logging import wandb_offline_reason
+    from fewstep.app.loggers import wandb_offline_reason
 
     return wandb_offline_reason({})
 

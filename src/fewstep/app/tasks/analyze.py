@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from fewstep.config.plan import load_model, outputs_of
+from fewstep.app.config.plan import load_model, outputs_of
+from fewstep.app.loggers import log_run
+from fewstep.app.runner import LightningRunner
 from fewstep.errors import FewstepError
 from fewstep.geometry import (
     chord_deviation_curves,
@@ -24,10 +26,9 @@ from fewstep.geometry import (
 )
 from fewstep.geometry.recording import BATCH_PATTERN, read_batch, refuse_used_folder
 from fewstep.models import KDEDenoiser
-from fewstep.runner import LightningRunner
 from fewstep.schedules import polynomial
 from fewstep.solvers import Sampler, get_solver
-from fewstep.utils.logging import info, log_run
+from fewstep.utils.logging import info
 from fewstep.utils.storage import atomic_save_json
 
 
@@ -118,7 +119,7 @@ def analyze(cfg) -> dict | None:
     folder = outputs.run_dir / "trajectories"
     refuse_used_folder(folder)
 
-    from fewstep.module import TrajectoryModule  # Lightning loads only now
+    from fewstep.app.lightning_modules import TrajectoryModule  # Lightning loads only now
 
     trainer = runner.trainer
     module = TrajectoryModule(denoiser, Sampler(spec, sigmas), shape, seeds, int(cfg.batch_size), folder,
@@ -136,7 +137,7 @@ def analyze(cfg) -> dict | None:
     if cfg.model.name == "kde" or optimal is not None:
         middle = first.states[len(sigmas) // 2][:4].reshape(-1, *shape)  # points along a trajectory
         metrics["mean_shift_max_abs_error"] = mean_shift_check(dataset.images[:500], middle)
-    from fewstep.plotting import plot_geometry
+    from fewstep.app.plots import plot_geometry
 
     images = plot_geometry(first, measures, sigmas, shape, outputs.run_dir)
     atomic_save_json(outputs.run_dir / "metrics.json", metrics)

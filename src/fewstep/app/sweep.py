@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from fewstep.reporting import number
+from fewstep.app.reporting import number
 from fewstep.utils.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def describe(rows: list[dict]) -> str:
 def plot(table: dict, metric: str, path: Path, floors: dict | None = None, title: str = "") -> None:
     from matplotlib.ticker import ScalarFormatter
 
-    from fewstep.plotting import pyplot, save_figure
+    from fewstep.app.plots import pyplot, save_figure
 
     plt = pyplot()
     solvers = list(dict.fromkeys(solver for solver, _ in table))
@@ -181,8 +181,8 @@ def plot(table: dict, metric: str, path: Path, floors: dict | None = None, title
 
 def compare_samples(sweep_dir: Path, rows: list[dict], path: Path, count: int = 10) -> Path | None:
     """One row per job (in job order), the same first `count` seeds of each, labelled solver / schedule / NFE."""
-    from fewstep.plotting import image_grid, pyplot, save_figure
-    from fewstep.utils.shards import ShardStore
+    from fewstep.app.plots import image_grid, pyplot, save_figure
+    from fewstep.app.shards import ShardStore
 
     strips = []
     for row in rows:

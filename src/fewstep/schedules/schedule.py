@@ -11,7 +11,11 @@ import torch
 @dataclass(frozen=True, eq=False)
 class Schedule:
     sigmas: torch.Tensor  # float64, what a solver takes: the searched path (plus a final 0 where it denoises)
-    record: dict  # the search: grid, grid indices, cost matrix, path cost, settings (what schedule.json holds)
+    record: dict  # the search: method, grid, grid indices, path cost, settings, what it minimised (schedule.json)
+
+    @property
+    def method(self) -> str:
+        return str(self.record.get("method", "gits"))
 
     @property
     def indices(self) -> list[int]:
@@ -22,16 +26,19 @@ class Schedule:
         return torch.tensor(self.record["grid"], dtype=torch.float64)
 
     @property
-    def cost(self) -> torch.Tensor:
-        return torch.tensor(self.record["cost"], dtype=torch.float64)
+    def cost(self) -> torch.Tensor | None:
+        """GITS's one-step cost matrix; None for a search that builds none (oss)."""
+        cost = self.record.get("cost")
+        return None if cost is None else torch.tensor(cost, dtype=torch.float64)
 
     @property
     def path_cost(self) -> float:
+        """What the search minimised along the chosen path (GITS: the DP's cost; oss: the end distance)."""
         return float(self.record["path_cost"])
 
     def plot(self, path: str | Path) -> Path:
         """The schedule on its grid and what the search minimised (PNG)."""
-        from fewstep.plotting import plot_search
+        from fewstep.schedules.plot import plot_search
 
         plot_search(self.record, Path(path))
         return Path(path)

@@ -8,30 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fewstep.utils.figures import pyplot, save_figure
 from fewstep.utils.storage import atomic_write_bytes
-
-
-def pyplot():
-    """matplotlib's pyplot on the Agg backend (no screen here)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path, dpi: int = 100, tight: bool = True) -> Path:
-    """Write a figure as PNG atomically (a killed run leaves no half-written image) and close it."""
-    import io
-
-    plt = pyplot()
-    if tight:
-        fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -74,72 +52,6 @@ def save_sample_panels(grids: dict[str, torch.Tensor], path: str | Path) -> Path
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     return save_figure(fig, path)
-
-
-def plot_search(record: dict, path: str | Path) -> Path:
-    """A searched schedule against hand-crafted schedules of the same length (log axis), and what the search
-    minimised: GITS's cost matrix with its DP path, or the solver-aware search's distances to the teacher."""
-    from fewstep.schedules import SCHEDULES
-
-    method = record.get("method", "gits")
-    sigmas = np.array(record["sigmas"])
-    grid = np.array(record["grid"])
-    steps = len(sigmas) - 1
-    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.8))
-    for name, fn in SCHEDULES.items():
-        if name == "discrete":  # needs the model's betas, which the record does not hold
-            continue
-        left.plot(range(steps + 1), fn(steps, grid[-1], grid[0]).numpy(), "--", marker=".", alpha=0.7, label=name)
-    solver = f" ({record['solver']})" if record.get("solver") else ""
-    left.plot(range(steps + 1), sigmas, "k-", marker="o", lw=2, label=method + solver)
-    left.set(yscale="log", xlabel="step", ylabel="sigma", title=f"{steps}-step schedules")
-    left.legend()
-    if method == "oss":
-        _plot_oss_values(right, record)
-    else:
-        _plot_cost_matrix(fig, right, record)
-    return save_figure(fig, path)
-
-
-def _plot_cost_matrix(fig, ax, record: dict) -> None:
-    from matplotlib.colors import LogNorm
-
-    cost = np.array(record["cost"], dtype=float)
-    cost[np.tril_indices_from(cost)] = np.nan
-    positive = cost[np.isfinite(cost) & (cost > 0)]
-    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
-    shown = np.where(np.isfinite(cost), np.maximum(cost, positive.min() if positive.size else 0), np.nan)
-    image = ax.imshow(shown, cmap="viridis", origin="upper", norm=norm)
-    path_idx = record["indices"]
-    ax.plot(path_idx[1:], path_idx[:-1], "r.-", label="searched path (from i to j)")
-    ax.set(xlabel="to grid point j", ylabel="from grid point i", title=f"cost matrix ({record['settings']['metric']})")
-    ax.legend(loc="lower left")
-    fig.colorbar(image, ax=ax, label="cost (log scale; 0 drawn as the smallest)")
-
-
-def _plot_oss_values(ax, record: dict) -> None:
-    """V_k(j): the student's distance to the teacher at grid point j after its best k steps, one line per k."""
-    values = np.array([[np.nan if v is None else v for v in row] for row in record["values"]], dtype=float)
-    colours = pyplot().cm.viridis(np.linspace(0, 1, max(len(values) - 1, 1)))
-    for k in range(1, len(values)):
-        ax.plot(
-            np.arange(values.shape[1]),
-            values[k],
-            ".-",
-            color=colours[k - 1],
-            lw=1,
-            ms=3,
-            label=f"after {k} step{'s' if k > 1 else ''}",
-        )
-    dp_path = record.get("dp_indices") or record["indices"]
-    on_path = [values[k, j] for k, j in enumerate(dp_path[1:], start=1)]
-    ax.plot(dp_path[1:], on_path, "ro", label="the DP's path")
-    ax.plot([dp_path[-1]], [record["path_cost"]], "k*", ms=10, label="searched schedule's end distance")
-    positive = bool(np.nanmin(values[1:]) > 0) if np.isfinite(values[1:]).any() else True
-    metric = record["settings"]["metric"]
-    ax.set(yscale="log" if positive else "symlog", xlabel="grid point j", ylabel=f"distance to the teacher ({metric})",
-           title="solver-aware DP: best distance at j after k steps")  # fmt: skip
-    ax.legend(loc="upper right", fontsize=7)
 
 
 def boomerang_coordinates(states: torch.Tensor) -> np.ndarray:

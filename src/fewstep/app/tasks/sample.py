@@ -8,12 +8,13 @@ import time
 
 from omegaconf import DictConfig
 
-from fewstep.config.plan import RunPlan, build_plan
+from fewstep.app.config.plan import RunPlan, build_plan
+from fewstep.app.loggers import log_run
+from fewstep.app.outputs import link_samples, save_npz, write_config, write_results, write_schedule
+from fewstep.app.runner import LightningRunner
+from fewstep.app.shards import ShardStore
 from fewstep.errors import NonFiniteError
-from fewstep.outputs import link_samples, save_npz, write_config, write_results, write_schedule
-from fewstep.runner import LightningRunner
-from fewstep.utils.logging import info, log_run
-from fewstep.utils.shards import ShardStore
+from fewstep.utils.logging import info
 
 
 def sample(cfg: DictConfig) -> dict | None:
@@ -23,8 +24,8 @@ def sample(cfg: DictConfig) -> dict | None:
     trainer = runner.trainer
     info(f"{plan.steps.describe()}; sigmas: {[round(s, 4) for s in plan.sampler.sigmas.tolist()]}")
 
-    from fewstep.metrics.evaluation import evaluate
-    from fewstep.module import SamplingModule, total_seconds
+    from fewstep.app.lightning_modules import SamplingModule, total_seconds
+    from fewstep.metrics.evaluation import Ranks, evaluate
 
     def module(sampler, store_dir, description):
         store = ShardStore(store_dir, plan.stored_shape)
@@ -46,7 +47,8 @@ def sample(cfg: DictConfig) -> dict | None:
         trainer.predict(reference, return_predictions=False)
     sampling_seconds = total_seconds(trainer, runs[""])
     trainer.strategy.barrier()  # every shard is written before any rank reads
-    evaluation = evaluate(trainer, list(plan.seeds), {prefix: run.store for prefix, run in runs.items()},
+    ranks = Ranks(trainer.global_rank, trainer.world_size, trainer.strategy.root_device)
+    evaluation = evaluate(ranks, list(plan.seeds), {prefix: run.store for prefix, run in runs.items()},
                           reference.store if reference else None, plan.dataset, plan.features, plan.outputs.cache_dir,
                           plan.batch_size, plan.eval)  # fmt: skip
     if not trainer.is_global_zero:
@@ -59,10 +61,10 @@ def sample(cfg: DictConfig) -> dict | None:
     write_run(plan, runs, metrics)
     images = {"samples": plan.outputs.run_dir / "samples.png"}
     if plan.search:
-        method = plan.search.get("method", "gits")
+        method = plan.search["method"]
         images[method] = plan.outputs.run_dir / f"{method}.png"
     log_run(plan.outputs, metrics, images)
-    from fewstep.reporting import run_table
+    from fewstep.app.reporting import run_table
 
     print(run_table(metrics), flush=True)
     info(f"wall time {time.perf_counter() - started:.1f} s")
@@ -102,7 +104,7 @@ def run_metrics(plan: RunPlan, evaluation: dict, sampling_seconds: float, world_
 
 
 def write_run(plan: RunPlan, runs: dict, metrics: dict) -> None:
-    from fewstep.reporting import panel_title
+    from fewstep.app.reporting import panel_title
 
     run_dir = plan.outputs.run_dir
     shown = list(plan.seeds[: plan.grid_size])

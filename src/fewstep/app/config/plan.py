@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from fewstep.config.build import (
-    _SOLVER_KEYS,
+from fewstep.app.config.build import (
+    SOLVER_KEYS,
     afs_data,
     build_dataset,
     build_denoiser,
@@ -34,6 +34,9 @@ from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.settings import EvalSettings
 from fewstep.models.denoiser import Traits, traits
+from fewstep.schedules.registry import is_search
+from fewstep.schedules.search_cache import SearchCache
+from fewstep.schedules.searches import SearchContext, find_schedule
 from fewstep.solvers import Sampler, StepPlan, check_options, get_solver, make_afs_prior
 from fewstep.utils.storage import content_key
 
@@ -73,7 +76,7 @@ class RunPlan:
     schedule: str
     schedule_config: dict
     sampler: Sampler
-    search: dict | None  # the GITS search record, if the schedule was searched
+    search: dict | None  # the search's record (its "method" names it), if the schedule was searched
     seeds: tuple[int, ...]
     batch_size: int
     store_dir: Path  # the run's samples, cached by everything that changes them (resumable)
@@ -131,11 +134,11 @@ def reference_sigmas(sigmas: torch.Tensor, num_steps: int, rho: float) -> torch.
 
 
 def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
-    """The whole config checked first (no loading), then resolved. `runner` (a `fewstep.runner.LightningRunner`)
+    """The whole config checked first (no loading), then resolved. `runner` (a `fewstep.app.runner.LightningRunner`)
     runs the GITS warm-up across ranks and broadcasts the search; it is started only after the data, the model and
     the feature network have loaded, so that a config error never waits for Lightning. Without one, a search runs
     in this process (`LocalRunner`)."""
-    from fewstep.config.checks import check_common, check_nfe, dry_run
+    from fewstep.app.config.checks import check_common, check_nfe, dry_run
     from fewstep.utils.options import options_like, signature_defaults
 
     # 1. checks, before anything loads
@@ -143,7 +146,7 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     check_run(cfg)
     spec = get_solver(cfg.solver.name)
     solver_cfg = container(cfg.solver)
-    options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in _SOLVER_KEYS})
+    options = check_options(spec, {k: v for k, v in solver_cfg.items() if k not in SOLVER_KEYS})
     options = options_like("solver", options, signature_defaults(spec.fn))
     # an option given as {_target_: ..., _partial_: true} is a user callable (e.g. an ER-SDE noise scale phi)
     from hydra.utils import instantiate
@@ -172,21 +175,23 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
 
         features = prepare_features(settings, dataset)  # bad feature/statistics settings fail before sampling
 
-    # 3. the searched schedule (GITS), through the runner
+    # 3. the searched schedule, through the runner
     search = None
     batch_size = int(cfg.batch_size)
     if sigmas is None:
         if runner is None:
-            from fewstep.runner import LocalRunner
+            from fewstep.app.runner import LocalRunner
 
             runner = LocalRunner()
         sampler_key = {"solver": solver_cfg, "afs_prior": type(afs_prior).__name__}  # what picks the AFS step
-        find = search_oss if schedule_cfg["name"] == "oss" else search_gits
-        search = find(runner, schedule_cfg, steps, sampler, sampler_key, denoiser, shape, identity,
-                      (sigma_min, sigma_max), Path(cfg.paths.cache_dir), batch_size)  # fmt: skip
-        sigmas = torch.tensor(search["sigmas"], dtype=torch.float64)
-        if steps.denoise_to_zero:
-            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
+        context = SearchContext(
+            sampler, denoiser, shape, sigma_min, sigma_max, steps, sampler_key,
+            cache=SearchCache.for_search(cfg.paths.cache_dir, schedule_cfg["name"], identity, shape),
+            warmup=runner.warmup(denoiser, shape, batch_size), place=lambda: runner.place(denoiser),
+            is_main=runner.is_main, broadcast=runner.broadcast,
+        )  # fmt: skip
+        found = find_schedule(schedule_cfg["name"], schedule_cfg, context)
+        search, sigmas = found.record, found.sigmas
         sampler = sampler.with_sigmas(sigmas)
 
     # 4. what is sampled, where it is stored, and what it is compared with
@@ -216,7 +221,7 @@ def baseline_schedule(cfg: DictConfig) -> str | None:
     name = cfg.eval.get("baseline")
     if not name or name == cfg.schedule.name:
         return None
-    if name in ("gits", "oss", "explicit"):
+    if name == "explicit" or is_search(name):
         raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, "
                            "time_uniform or time_quadratic (or null for no baseline)")  # fmt: skip
     return str(name)
@@ -236,41 +241,3 @@ def reference_comparison(reference: dict, sigmas, identity: dict, shape, cache_d
     spec = get_solver(reference["solver"])
     label = f"reference solution ({spec.name}, {reference['num_steps']} steps)"
     return Comparison(label, Sampler(spec, fine), cache_dir / "reference" / key)
-
-
-def search_gits(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, sampler_key: dict, denoiser, shape,
-                identity: dict, sigma_range: tuple, cache_dir: Path, batch_size: int) -> dict:  # fmt: skip
-    """The GITS search record for this step plan: warm-up through the runner, DP on the main process."""
-    from fewstep.schedules.gits import GitsCache, afs_insertion, gits_settings, search
-
-    settings = gits_settings(schedule_cfg)
-    num_steps = steps.num_steps - int(steps.denoise_to_zero)
-
-    def afs(path, grid, teacher):  # called on the main process only, after the warm-up (the model placed now)
-        pick = afs_insertion(denoiser, shape, sampler, settings.afs_seeds, runner.place(denoiser))
-        return pick(path, grid, teacher)
-
-    return search(
-        settings, sigma_min=sigma_range[0], sigma_max=sigma_range[1], num_steps=num_steps,
-        warmup=runner.warmup(denoiser, shape, batch_size), afs=afs if steps.afs else None,
-        afs_key=sampler_key if steps.afs else None,
-        afs_prior=sampler.afs_prior,
-        cache=GitsCache(cache_dir / "gits", {**identity, "shape": list(shape)}),
-        is_main=runner.is_main, broadcast=runner.broadcast,
-    )  # fmt: skip
-
-
-def search_oss(runner, schedule_cfg: dict, steps: StepPlan, sampler: Sampler, sampler_key: dict, denoiser, shape,
-               identity: dict, sigma_range: tuple, cache_dir: Path, batch_size: int) -> dict:  # fmt: skip
-    """The solver-aware search record for this step plan and sampler: on the main process, broadcast to the rest."""
-    from fewstep.schedules.gits import GitsCache
-    from fewstep.schedules.oss import search
-
-    device = runner.place(denoiser) if runner.is_main else "cpu"
-    return search(
-        schedule_cfg, sampler=sampler, denoiser=denoiser, shape=shape, sigma_min=sigma_range[0],
-        sigma_max=sigma_range[1], num_steps=steps.num_steps - int(steps.denoise_to_zero), total_steps=steps.num_steps,
-        to_zero=steps.denoise_to_zero, device=device, sampler_key=sampler_key,
-        cache=GitsCache(cache_dir / "oss", {**identity, "shape": list(shape)}, "oss"),
-        is_main=runner.is_main, broadcast=runner.broadcast,
-    )  # fmt: skip

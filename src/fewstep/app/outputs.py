@@ -1,5 +1,6 @@
 """What a run leaves in its folder, from plain values: config.yaml, schedule.json, metrics.json, samples.png,
-gits.png, sigmas.txt, samples.npz and the link to its samples in the cache. Every file is written atomically."""
+the search's <method>.png (gits.png, oss.png), sigmas.txt, samples.npz and the link to its samples in the cache.
+Every file is written atomically."""
 
 from __future__ import annotations
 
@@ -21,26 +22,26 @@ def write_config(run_dir: Path, config: dict) -> None:
 def write_schedule(run_dir: Path, schedule: dict, search: dict | None, denoiser=None) -> None:
     """schedule.json (the sigmas, the step plan, the search record under its method's name, and `export`: the
     sigmas for k-diffusion / ComfyUI and, for a discrete-time model, its integer timesteps), sigmas.txt (full
-    precision), sigmas_k_diffusion.txt (ending in 0) and, for a search, its plot (gits.png or oss.png)."""
+    precision), sigmas_k_diffusion.txt (ending in 0) and, for a search, its plot (<method>.png)."""
     from fewstep.schedules.export import export_record
 
     table = denoiser.training_sigmas() if hasattr(denoiser, "training_sigmas") else None
     export = export_record(schedule["sigmas"], table)
-    method = (search or {}).get("method", "gits")
+    method = search["method"] if search else None
     atomic_save_json(run_dir / "schedule.json", {**schedule, "export": export, **({method: search} if search else {})})
     atomic_write_bytes(run_dir / "sigmas.txt", (", ".join(f"{s:.17g}" for s in export["sigmas"]) + "\n").encode())
     zero = ", ".join(f"{s:.17g}" for s in export["k_diffusion_sigmas"]) + "\n"
     atomic_write_bytes(run_dir / "sigmas_k_diffusion.txt", zero.encode())
     if search:
-        from fewstep.plotting import plot_search
+        from fewstep.schedules.plot import plot_search
 
         plot_search(search, run_dir / f"{method}.png")
 
 
 def write_results(run_dir: Path, grids: dict, metrics: dict) -> None:
     """samples.png (one panel per sampler, same seeds) and metrics.json, last: a run with metrics.json is done."""
-    from fewstep.plotting import save_sample_panels
-    from fewstep.reporting import metrics_table
+    from fewstep.app.plots import save_sample_panels
+    from fewstep.app.reporting import metrics_table
 
     save_sample_panels(grids, run_dir / "samples.png")
     atomic_save_json(run_dir / "metrics.json", metrics)

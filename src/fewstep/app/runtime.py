@@ -1,4 +1,4 @@
-"""Lightning's process-level chatter, quietened (the command line's own handling is in `fewstep.command`)."""
+"""Lightning's process-level chatter, quietened (the command line's own handling is in `fewstep.app.command`)."""
 
 from __future__ import annotations
 

@@ -8,17 +8,17 @@ from fewstep.errors import FewstepError
 
 
 def run(cfg: DictConfig):
-    from fewstep.tasks.analyze import analyze
-    from fewstep.tasks.sample import sample
-    from fewstep.tasks.search import search
-    from fewstep.tasks.train import train
-    from fewstep.tasks.train_features import train_features
+    from fewstep.app.tasks.analyze import analyze
+    from fewstep.app.tasks.sample import sample
+    from fewstep.app.tasks.search import search
+    from fewstep.app.tasks.train import train
+    from fewstep.app.tasks.train_features import train_features
 
     tasks = {"sample": sample, "search": search, "train": train, "train_features": train_features, "analyze": analyze}
     name = cfg.task.name
     if name not in tasks:
         raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
-    from fewstep.config.checks import check_common
+    from fewstep.app.config.checks import check_common
 
     check_common(cfg)
     return tasks[name](cfg)

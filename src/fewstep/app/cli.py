@@ -1,5 +1,6 @@
-"""`python -m fewstep solvers|schedules`: what can be composed, with orders, NFE cost and options;
-`python -m fewstep dashboard --entity E --project P [--group SWEEP]`: a W&B report of a sweep."""
+"""The `fewstep` console script (also `python -m fewstep`): `fewstep KEY=VALUE ...` runs a job as `python run.py`
+does; `fewstep solvers|schedules` lists what can be composed, with orders, NFE cost and options;
+`fewstep dashboard --entity E --project P [--group SWEEP]` makes a W&B report of a sweep."""
 
 from __future__ import annotations
 
@@ -30,18 +31,33 @@ def solvers_table() -> str:
 
 def schedules_table() -> str:
     from fewstep.schedules import SCHEDULES
-    from fewstep.schedules.gits import DEFAULTS
-    from fewstep.schedules.oss import DEFAULTS as OSS_DEFAULTS
+    from fewstep.schedules.registry import get_search, search_names
 
     lines = ["| schedule | options |", "|---|---|"]
     lines += [f"| {name} | {_options(fn)} |" for name, fn in SCHEDULES.items()]
     lines.append("| explicit | sigmas=[...] (strictly decreasing, inside the model's range; a final 0 denoises) |")
-    lines.append(f"| gits | {', '.join(f'{k}={v!r}' for k, v in DEFAULTS.items())} |")
-    lines.append(f"| oss | {', '.join(f'{k}={v!r}' for k, v in OSS_DEFAULTS.items())} |")
+    for name in search_names():  # searched for the model: the options of each search
+        defaults = get_search(name).defaults
+        lines.append(f"| {name} | {', '.join(f'{k}={v!r}' for k, v in defaults.items())} |")
     return "\n".join(lines)
 
 
+LISTINGS = ("solvers", "schedules", "dashboard")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """`fewstep solvers|schedules|dashboard ...` lists; anything else (`fewstep solver=dpm schedule=gits nfe=5`,
+    `-m ...`, `--help`) runs a job on the shipped configs, as `python run.py` does in a checkout."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in LISTINGS:
+        from fewstep.app.command import hydra_main
+
+        if argv is not None:
+            sys.argv = [sys.argv[0], *argv]
+        hydra_main()
+        return
     parser = argparse.ArgumentParser(prog="fewstep", description="List what fewstep can compose.")
     parser.add_argument("what", choices=["solvers", "schedules", "dashboard"])
     parser.add_argument("--entity", help="dashboard: the W&B entity (user or team)")
@@ -52,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "dashboard":
         if not args.entity or not args.project:
             parser.error("dashboard needs --entity and --project")
-        from fewstep.dashboard import main as dashboard
+        from fewstep.app.dashboard import main as dashboard
 
         dashboard(args.entity, args.project, args.group, args.output)
         return

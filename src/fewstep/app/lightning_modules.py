@@ -1,8 +1,8 @@
 """Lightning modules: seeds in, work sharded over ranks EDM-style (no duplicates, no padding); and the EDM
 training module of `task=train`.
 
-`SamplingModule` samples and writes each batch atomically through `ShardWriter`; `WarmupModule` runs GITS
-teacher trajectories and accumulates cost sums that the caller all-reduces.
+`SamplingModule` samples and writes each batch atomically through `ShardWriter`; `WarmupModule` runs a
+search's warm-up (GITS's teacher trajectories) and accumulates sums that the caller all-reduces.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader
 
+from fewstep.app.runtime import quiet_lightning
+from fewstep.app.shards import ShardStore
 from fewstep.data.seeds import rank_batches, seeded_noise
 from fewstep.errors import NonFiniteError
 from fewstep.geometry.recording import record_trajectories, write_batch
@@ -24,11 +26,8 @@ from fewstep.metrics.quantize import quantize
 from fewstep.models.denoiser import bind_seeds, decode
 from fewstep.models.training import edm_loss, ema_decay
 from fewstep.models.unet import EDMPrecond
-from fewstep.schedules.gits import WarmupJob, warmup_batch
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
-from fewstep.utils.runtime import quiet_lightning
-from fewstep.utils.shards import ShardStore
 
 quiet_lightning()  # again, now that Lightning is imported (its import installs warning filters of its own)
 
@@ -141,16 +140,17 @@ class ShardWriter(BasePredictionWriter):
 
 
 class WarmupModule(SeedShardedModule):
-    """GITS warm-up: teacher trajectories on the grid, reduced on the fly to per-pair cost sums."""
+    """A search's warm-up job (GITS: teacher trajectories on the grid), reduced on the fly to sums (GITS: per-pair
+    costs) that `reduced` all-reduces; see `fewstep.schedules.searches.local_warmup` for the job's interface."""
 
-    def __init__(self, denoiser, job: WarmupJob, shape, batch_size):
+    def __init__(self, denoiser, job, shape, batch_size):
         super().__init__(denoiser, shape, job.seeds, batch_size, job.description)
         self.job = job
-        self.cost_sum = torch.zeros(len(job.grid), len(job.grid), dtype=torch.float64)
+        self.cost_sum = job.empty()
         self.count = 0
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int = 0) -> None:
-        self.cost_sum += warmup_batch(self.job, self.denoiser, self.shape, seeds, self.device)
+        self.cost_sum += self.job.sums(self.denoiser, self.shape, seeds, self.device)
         self.count += len(seeds)
 
     def reduced(self) -> tuple[torch.Tensor, int]:

@@ -14,7 +14,7 @@ class LightningRunner:
     @property
     def trainer(self):
         if self._trainer is None:
-            from fewstep.module import build_trainer
+            from fewstep.app.lightning_modules import build_trainer
 
             self._trainer = build_trainer(self.trainer_config)
         return self._trainer
@@ -50,7 +50,7 @@ class LightningRunner:
         """`warmup(job) -> (cost sums, count)` over all ranks: a Lightning prediction over rank-sharded seeds."""
 
         def run(job):
-            from fewstep.module import WarmupModule
+            from fewstep.app.lightning_modules import WarmupModule
 
             module = WarmupModule(denoiser, job, shape, batch_size)
             self.trainer.predict(module, return_predictions=False)
@@ -73,6 +73,6 @@ class LocalRunner:
         return device_of(module)
 
     def warmup(self, denoiser, shape: tuple[int, ...], batch_size: int) -> Callable:
-        from fewstep.schedules.gits import local_warmup
+        from fewstep.schedules.searches import local_warmup
 
         return local_warmup(denoiser, shape, batch_size, self.place(denoiser))

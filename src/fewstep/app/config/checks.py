@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from fewstep.errors import FewstepError
 from fewstep.utils.options import MAX_SEED, integer, like, options_like
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 NFE_LIMIT_PER_REFERENCE_STEP = 10  # nfe above 10x the reference solution's step count is surely a typo
 
 
@@ -45,10 +44,22 @@ def _missing(node, prefix: str) -> list[str]:
     return found
 
 
+def config_dir() -> Path:
+    """The configs that ship with the package (`fewstep/conf`: in a checkout, a link to the top-level conf/)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("fewstep") / "conf"))
+    if not (folder / "config.yaml").is_file():
+        raise FewstepError(f"fewstep's configs are missing ({folder}/config.yaml): reinstall the package, or "
+                           "run from a checkout whose src/fewstep/conf links to conf/")  # fmt: skip
+    return folder
+
+
 def task_defaults(name: str) -> dict:
-    path = CONF_DIR / "task" / f"{name}.yaml"
+    path = config_dir() / "task" / f"{name}.yaml"
     if not path.is_file():
-        return {}
+        raise FewstepError(f"task={name} has no config {path}; choose one of "
+                           f"{sorted(p.stem for p in path.parent.glob('*.yaml'))}")  # fmt: skip
     return {k: v for k, v in OmegaConf.to_container(OmegaConf.load(path), resolve=False).items()
             if not (isinstance(v, str) and "${" in v)}  # fmt: skip
 

@@ -1,9 +1,30 @@
-"""What `run.py` does around `fewstep.run(cfg)`: resolvers, the run-dir check, signals, one-line errors and exit
-statuses. The top of the import graph: nothing in the package imports this module."""
+"""What `run.py` and the `fewstep` console script do around `fewstep.run(cfg)`: resolvers, the run-dir check,
+signals, one-line errors and exit statuses. The top of the import graph: only the CLI imports this module."""
 
 from __future__ import annotations
 
 from fewstep.utils.logging import global_rank
+
+CONFIG_PACKAGE = "pkg://fewstep.conf"  # conf/ as the wheel ships it (a link to the checkout's conf/ in a checkout)
+
+
+def run_job(cfg):
+    """One Hydra job: the task, its errors as one line, the run directory printed; returns the value an optimizing
+    sweeper (hydra/sweeper=optuna) minimises."""
+    from fewstep.app.runtime import quiet_lightning
+
+    quiet_lightning()
+    metrics = run_reporting_errors(cfg)
+    print_run_dir(cfg)
+    return metrics.get(cfg.get("optimized_metric", "fid")) if isinstance(metrics, dict) else None
+
+
+def hydra_main() -> None:
+    """`fewstep KEY=VALUE ...` (also -m, --help, --cfg job): the job `python run.py` runs, on the shipped configs."""
+    import hydra
+
+    register_resolvers()
+    hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")(run_job)()
 
 
 def stop_on_signals() -> None:
@@ -27,7 +48,7 @@ def run_reporting_errors(cfg):
     and an exit status (2: fix the input, 1: the machine, 128 + signal: stopped)."""
     import sys
 
-    from fewstep import run
+    from fewstep.app.tasks import run
     from fewstep.errors import FewstepError, RunInterrupted
 
     stop_on_signals()
@@ -182,7 +203,7 @@ def _check_slurm(launcher) -> None:
 def _check_dir(path: str, key: str) -> None:
     import sys
 
-    from fewstep.config.checks import writable
+    from fewstep.app.config.checks import writable
     from fewstep.errors import FewstepError
 
     try:

@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from fewstep.config.build import build_dataset, container, resolved_config
-from fewstep.config.plan import outputs_of
+from fewstep.app.config.build import build_dataset, container, resolved_config
+from fewstep.app.config.plan import outputs_of
+from fewstep.app.loggers import build_loggers, finish_logger
 from fewstep.errors import FewstepError
 from fewstep.models.training import init_from
 from fewstep.models.unet import WEIGHTS_DIR, build_unet, checkpoint
-from fewstep.utils.logging import build_loggers, finish_logger, info
+from fewstep.utils.logging import info
 from fewstep.utils.storage import atomic_save_json, atomic_torch_save
 
 EVAL_IMAGES = 1024  # images in the fixed-noise evaluation loss (same noise before and after training)
@@ -60,7 +61,7 @@ def train(cfg) -> dict | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fewstep.module import DiffusionTraining
+    from fewstep.app.lightning_modules import DiffusionTraining
 
     task = cfg.task
     if int(task.steps) < 1 or int(task.batch_size) < 1:
@@ -178,8 +179,8 @@ def _overrides() -> list[str]:
 
 def _save_samples(model, shape, path: Path, num: int = 64) -> None:
     """A grid of samples from seeds 0..num-1 with Heun, 18 steps ending at 0 (35 NFE): how the model looks."""
+    from fewstep.app.plots import save_image_grid
     from fewstep.data import seeded_noise
-    from fewstep.plotting import save_image_grid
     from fewstep.schedules import polynomial
     from fewstep.solvers import Sampler, get_solver
 

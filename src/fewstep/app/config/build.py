@@ -10,12 +10,13 @@ from omegaconf import DictConfig, OmegaConf
 from fewstep.data import ImageDataset
 from fewstep.errors import FewstepError
 from fewstep.metrics.settings import EvalSettings
-from fewstep.models.denoiser import Traits, weights_fingerprint
+from fewstep.models.denoiser import Traits, inside_range, weights_fingerprint
 from fewstep.schedules import make_schedule, validate_sigmas
-from fewstep.schedules.handcrafted import inside_range
+from fewstep.schedules.registry import is_search
+from fewstep.schedules.searches import check_search
 from fewstep.solvers import SolverSpec, StepPlan, get_solver, plan_for_schedule, plan_steps
 
-_SOLVER_KEYS = {"name", "afs", "afs_prior"}
+SOLVER_KEYS = {"name", "afs", "afs_prior"}
 
 
 def container(node: DictConfig | dict) -> dict:
@@ -122,23 +123,8 @@ def build_sigmas(
             )
         return sigmas, plan
     plan = plan_steps(spec, nfe, afs, denoise_to_zero)
-    if schedule["name"] == "gits":  # searched later, with the model (see config.plan.search_gits)
-        from fewstep.schedules.gits import check_steps, gits_settings
-
-        settings = gits_settings(schedule)  # reject bad options and impossible step counts before any work
-        steps = plan.num_steps - int(denoise_to_zero) - int(settings.afs_insert and plan.afs)
-        check_steps(settings, steps, f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")
-        return None, plan
-    if schedule["name"] == "oss":  # searched later, with the model and the sampler (see config.plan.search_oss)
-        from fewstep.schedules.oss import check_steps as check_oss_steps
-        from fewstep.schedules.oss import oss_settings
-
-        settings = oss_settings(schedule)
-        if spec.stochastic:
-            raise FewstepError(f"schedule=oss searches for a deterministic solver; {spec.name} is stochastic (use "
-                               "schedule=gits, or an ODE solver such as euler, heun, ipndm, dpmpp)")  # fmt: skip
-        check_oss_steps(settings, plan.num_steps - int(denoise_to_zero),
-                        f"nfe={nfe} needs {plan.num_steps - int(denoise_to_zero)} steps")  # fmt: skip
+    if is_search(schedule["name"]):  # searched later, with the model (see config.plan.build_plan)
+        check_search(schedule["name"], options, spec, plan)  # bad options and impossible steps fail before any work
         return None, plan
     from fewstep.schedules import SCHEDULES
     from fewstep.utils.options import options_like, signature_defaults

@@ -1,0 +1,48 @@
+"""What every schedule search shares before it differs: the fine base grid, the teacher solver on it and the
+teacher's trajectories (states and slopes at every grid point)."""
+
+from __future__ import annotations
+
+import torch
+
+from fewstep.errors import FewstepError
+from fewstep.solvers.sampler import Sampler
+
+WARMUP_NAN_CAUSE = ("the denoiser returned NaN/inf on the teacher's trajectories; check the model and its sigma "
+                    "range (model.sigma_min / model.sigma_max)")  # fmt: skip
+
+
+def base_grid(settings, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The grid a search picks its steps from: `settings.grid_size` points of `settings.base` (with its `rho` and
+    `base_options`) from sigma_max down to sigma_min."""
+    from fewstep.schedules import make_schedule
+
+    options = {"rho": settings.rho} if settings.base in ("polynomial", "discrete") else {}
+    options.update(settings.base_options or {})
+    return make_schedule(settings.base, int(settings.grid_size) - 1, sigma_min, sigma_max, **options)
+
+
+def teacher(settings, grid: torch.Tensor, afs_prior=None) -> Sampler:
+    """The teacher solver on the grid (`settings.teacher`, `teacher_order`); its first call answered by `afs_prior`
+    only with `settings.teacher_afs`."""
+    from fewstep.solvers import get_solver
+    from fewstep.utils.options import function_options
+
+    spec = get_solver(settings.teacher)
+    if spec.stochastic:
+        raise FewstepError(f"schedule.teacher={spec.name} is stochastic; a teacher trajectory must be an ODE "
+                           "solution: use heun, ipndm, dpmpp, ...")  # fmt: skip
+    options = {"max_order": int(settings.teacher_order)} if "max_order" in function_options(spec.fn, ()) else {}
+    return Sampler(spec, grid, options, afs_prior if getattr(settings, "teacher_afs", False) else None)
+
+
+def teacher_trajectory(solver, denoiser, x: torch.Tensor, grid: torch.Tensor, **options):
+    """States at every grid point (N, B, ...) and the model's slopes d = (x - D)/sigma at points 0..N-2."""
+    states, slopes = [], []
+
+    def record(info):
+        states.append(info["x"])
+        slopes.append((info["x"] - info["denoised"]) / info["sigma"])
+
+    final = solver(denoiser, x, grid, callback=record, **options)
+    return torch.stack([*states, final]), torch.stack(slopes)
