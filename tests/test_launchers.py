@@ -79,7 +79,8 @@ def test_threads_split_the_cores_between_parallel_jobs(make_cfg, monkeypatch):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict, read_write
 
-    from fewstep import FewstepError, command
+    from fewstep import FewstepError
+    from fewstep.app import command
 
     monkeypatch.setattr(command, "available_cores", lambda: 8)
     before = torch.get_num_threads()

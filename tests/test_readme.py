@@ -1,7 +1,8 @@
-"""Every command the README shows, run exactly as written, in order, from a fresh copy of the repository (the
-tracked files, as a clone has them): a later command may use what an earlier one wrote (the U-Net trained, then
-sampled). Only size overrides (`SIZES`) are appended. Commands that need a file that is not here (a real
-checkpoint, published statistics) run too and must stop with one clear error line that names what is missing.
+"""Every command the README and the docs show, run exactly as written, in order, from a fresh copy of the
+repository (the tracked files, as a clone has them): a later command may use what an earlier one wrote (the U-Net
+trained, then sampled). The README's run in `make test`, the docs' (docs/*.md, in name order) in `make test-full`.
+Only size overrides (`SIZES`) are appended. Commands that need a file that is not here (a real checkpoint,
+published statistics) run too and must stop with one clear error line that names what is missing.
 
 `make run` is `python run.py` (also in the list) after the install, and `make test` is what CI runs; neither is
 re-run here (the install would point the shared virtual environment at the temporary copy).
@@ -28,16 +29,17 @@ from fewstep.app.shards import ShardStore
 from .conftest import ROOT, gemm_bits_depend_on_threads
 
 README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 # what may be appended: sizes only, never a path or a directory (tests must not hide a needed override)
 SIZES = {"num_samples": "24", "schedule.num_warmup": "32", "task.steps": "20", "hydra.sweeper.n_trials": "2"}
 # commands that need what is not here, and the words their error must contain
 NEEDS_FILES = {"/data/": "/data/", "hydra/launcher=slurm": "sbatch"}  # no cluster here: a clear error
 
 
-def readme_commands() -> list[list[str]]:
-    """argv of every `python ...` line in the README's bash blocks (continuation lines joined, comments cut)."""
+def readme_commands(page: Path = README) -> list[list[str]]:
+    """argv of every `python ...` line in a page's bash blocks (continuation lines joined, comments cut)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             argv = shlex.split(line, comments=True)
             if argv[:1] == ["python"]:
@@ -73,18 +75,38 @@ def fresh_copy(tmp_path_factory) -> Path:
 
 
 COMMANDS = readme_commands()
+DOC_COMMANDS = [(page.name, argv) for page in DOCS for argv in readme_commands(page)]
 RUN_DIRS: dict[str, Path] = {}  # command -> its run directory, for comparisons with later commands
 
 
 def test_the_readme_shows_the_commands_it_documents():
     text = " ".join(" ".join(argv) for argv in COMMANDS)
-    for needed in ("run.py -m", "hydra/launcher=joblib", "experiment=optuna_coeff", "trainer=ddp", "task=analyze",
-                   "task=search", "task=train", "eval.save_npz=true", "model=unet_mnist5k"):  # fmt: skip
+    for needed in ("run.py -m", "hydra/launcher=joblib", "experiment=optuna_coeff", "trainer=ddp", "task=search",
+                   "eval.save_npz=true", "hydra/launcher=slurm", "experiment=quick"):  # fmt: skip
         assert needed in text, needed
+    docs = " ".join(" ".join(argv) for _, argv in DOC_COMMANDS)
+    for needed in ("task=analyze", "task=train", "model=unet_mnist5k", "schedule=oss", "dashboard"):
+        assert needed in docs, needed
+    assert len(README.read_text().splitlines()) <= 300  # a newcomer's page; the rest is in docs/
+
+
+def test_the_readme_links_every_docs_page():
+    text = README.read_text()
+    assert DOCS and all(f"(docs/{page.name})" in text for page in DOCS)
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(argv[1:])[:80] for argv in COMMANDS])
 def test_readme_command_runs_as_written(argv, fresh_copy):
+    run_as_written(argv, fresh_copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page, argv", DOC_COMMANDS, ids=[f"{p}: {' '.join(a[1:])[:70]}" for p, a in DOC_COMMANDS])
+def test_docs_command_runs_as_written(page, argv, fresh_copy):
+    run_as_written(argv, fresh_copy)
+
+
+def run_as_written(argv: list[str], fresh_copy: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "FEWSTEP_ROOT"}
     env["PYTHONWARNINGS"] = "ignore"
     if "trainer=ddp" in argv:  # samples are cached by key: set the 1-process job's aside, so both ranks sample

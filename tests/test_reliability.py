@@ -119,7 +119,7 @@ def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_si
     def failing(cfg):
         raise raised
 
-    monkeypatch.setattr("fewstep.run", failing)
+    monkeypatch.setattr("fewstep.app.tasks.run", failing)
     with pytest.raises(SystemExit) as stop:
         run_reporting_errors(None)
     err = capsys.readouterr().err
@@ -199,7 +199,7 @@ def test_hints_name_options_that_exist():
         tokens = tokenize.generate_tokens(io.StringIO(path.read_text()).readline)
         texts[path] = " ".join(t.string for t in tokens if t.type in (tokenize.STRING, tokenize.COMMENT)
                                or t.type == getattr(tokenize, "FSTRING_MIDDLE", -1))  # fmt: skip
-    for path in [*(ROOT / "conf").rglob("*.yaml"), ROOT / "README.md"]:
+    for path in [*(ROOT / "conf").rglob("*.yaml"), ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         texts[path] = path.read_text()
     missing = set()
     for path, text in texts.items():

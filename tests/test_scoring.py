@@ -1,7 +1,6 @@
 """Scoring as EDM scores: quantised images for every feature space, KID, the bootstrap spread, the distance to the
 reference solution, checked against direct computations."""
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,12 +9,11 @@ import torch
 from fewstep.app.shards import ShardStore
 from fewstep.data import digits
 from fewstep.metrics import build_features
-from fewstep.metrics.evaluation import EvalSettings, Prepared, evaluate
+from fewstep.metrics.evaluation import EvalSettings, Prepared, Ranks, evaluate
 from fewstep.metrics.frechet import FeatureStats, bootstrap_frechet, frechet_distance, mean_cov
 from fewstep.metrics.quantize import as_scored, dequantize, quantize
 
-SINGLE = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), global_rank=0, world_size=1,
-                         is_global_zero=True)  # fmt: skip
+SINGLE = Ranks()  # this process alone, on the CPU
 
 
 def test_quantize_is_edms_png_rounding_and_round_trips():
