@@ -1,4 +1,5 @@
-"""Tasks: one function each, called by `fewstep.run(cfg)` with the composed config."""
+"""Tasks: one function each, called by `fewstep.run(cfg)` with the composed config; each resolves it into its
+frozen plan (`app.config.plan.build_plan`, `app.config.task_plans`) first and reads only the plan."""
 
 from __future__ import annotations
 
@@ -18,7 +19,4 @@ def run(cfg: DictConfig):
     name = cfg.task.name
     if name not in tasks:
         raise FewstepError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
-    from fewstep.app.config.checks import check_common
-
-    check_common(cfg)
-    return tasks[name](cfg)
+    return tasks[name](cfg)  # each builds its frozen plan, which checks the whole config first

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from fewstep.app.config.plan import load_model, outputs_of
+from fewstep.app.config.task_plans import build_analyze_plan
 from fewstep.app.loggers import log_run
 from fewstep.app.runner import LightningRunner
-from fewstep.errors import FewstepError
 from fewstep.geometry import (
     chord_deviation_curves,
     distance_to_final,
@@ -26,8 +25,7 @@ from fewstep.geometry import (
 )
 from fewstep.geometry.recording import BATCH_PATTERN, read_batch, refuse_used_folder
 from fewstep.models import KDEDenoiser
-from fewstep.schedules import polynomial
-from fewstep.solvers import Sampler, get_solver
+from fewstep.solvers import Sampler
 from fewstep.utils.logging import info
 from fewstep.utils.storage import atomic_save_json
 
@@ -101,28 +99,17 @@ def mean_shift_check(data: torch.Tensor, x: torch.Tensor, sigmas=(0.05, 0.5, 5.0
 
 
 def analyze(cfg) -> dict | None:
-    task = cfg.task
-    spec = get_solver(task.solver)
-    if spec.stochastic:
-        raise FewstepError(f"task.solver={spec.name} is stochastic; trajectory geometry is that of the ODE: "
-                           "use heun, euler, dpmpp, ...")  # fmt: skip
-    runner = LightningRunner(cfg.trainer)
-    model = load_model(cfg)
-    dataset, denoiser, shape = model.dataset, model.denoiser, model.shape
-    # the optimal denoiser of the data, for the score deviation (where the model samples in the data's space)
-    optimal = None
-    if not isinstance(denoiser, KDEDenoiser) and len(dataset.images) and dataset.shape == shape:
-        optimal = KDEDenoiser(dataset.images)
-    sigmas = polynomial(int(task.num_steps), float(cfg.model.sigma_min), float(cfg.model.sigma_max), rho=task.rho)
-    seeds = list(range(int(cfg.seed), int(cfg.seed) + int(task.num_samples)))
-    outputs = outputs_of(cfg)
+    plan = build_analyze_plan(cfg)
+    runner = LightningRunner(plan.trainer_config)
+    dataset, denoiser, shape = plan.model.dataset, plan.model.denoiser, plan.model.shape
+    spec, sigmas, seeds, optimal, outputs = plan.solver, plan.sigmas, list(plan.seeds), plan.optimal, plan.outputs
     folder = outputs.run_dir / "trajectories"
     refuse_used_folder(folder)
 
     from fewstep.app.lightning_modules import TrajectoryModule  # Lightning loads only now
 
     trainer = runner.trainer
-    module = TrajectoryModule(denoiser, Sampler(spec, sigmas), shape, seeds, int(cfg.batch_size), folder,
+    module = TrajectoryModule(denoiser, Sampler(spec, sigmas), shape, seeds, plan.batch_size, folder,
                               _per_sample, {"optimal": optimal} if optimal is not None else {})  # fmt: skip
     trainer.predict(module, return_predictions=False)
     trainer.strategy.barrier()  # every batch is written before rank 0 reads
@@ -132,9 +119,9 @@ def analyze(cfg) -> dict | None:
     first = read_batch(files[0])[0]
     measures = _concat([{k.removeprefix("measure_"): v for k, v in read_batch(f, trajectories=False)[1].items()}
                         for f in files])  # fmt: skip
-    metrics = {"dataset": dataset.name, "model": cfg.model.name, "solver": spec.name,
+    metrics = {"dataset": dataset.name, "model": plan.model_name, "solver": spec.name,
                "num_samples": len(seeds), "num_steps": len(sigmas) - 1, **summarize(measures, sigmas)}  # fmt: skip
-    if cfg.model.name == "kde" or optimal is not None:
+    if plan.model_name == "kde" or optimal is not None:
         middle = first.states[len(sigmas) // 2][:4].reshape(-1, *shape)  # points along a trajectory
         metrics["mean_shift_max_abs_error"] = mean_shift_check(dataset.images[:500], middle)
     from fewstep.app.plots import plot_geometry

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from fewstep.app.config.build import build_dataset, container, resolved_config
-from fewstep.app.config.plan import outputs_of
+from fewstep.app.config.task_plans import build_train_plan
 from fewstep.app.loggers import build_loggers, finish_logger
 from fewstep.errors import FewstepError
 from fewstep.models.training import init_from
@@ -32,20 +31,7 @@ from fewstep.utils.storage import atomic_save_json, atomic_torch_save
 EVAL_IMAGES = 1024  # images in the fixed-noise evaluation loss (same noise before and after training)
 
 
-def network_config(task, dataset) -> dict:
-    return {
-        "in_channels": dataset.shape[0],
-        "channels": list(task.channels),
-        "emb_dim": int(task.emb_dim),
-        "groups": int(task.groups),
-        "sigma_data": float(task.sigma_data),
-        "sigma_range": [float(task.sigma_min), float(task.sigma_max)],
-        "image_shape": list(dataset.shape),
-        "dataset": dataset.fingerprint(),
-    }
-
-
-def fixed_noise_loss(model, images: torch.Tensor, task) -> float:
+def fixed_noise_loss(model, images: torch.Tensor, settings) -> float:
     """The EDM loss on the first EVAL_IMAGES images with noise from a fixed seed: comparable across models.
     (The U-Net has no dropout or batch norm, so train and eval modes compute the same function.)"""
     from fewstep.models.training import edm_loss
@@ -53,7 +39,7 @@ def fixed_noise_loss(model, images: torch.Tensor, task) -> float:
     generator = torch.Generator().manual_seed(12345)
     with torch.no_grad():
         batch = images[:EVAL_IMAGES].to(next(model.parameters()).device)
-        return edm_loss(model, batch, float(task.p_mean), float(task.p_std), generator).item()
+        return edm_loss(model, batch, settings.p_mean, settings.p_std, generator).item()
 
 
 def train(cfg) -> dict | None:
@@ -63,39 +49,34 @@ def train(cfg) -> dict | None:
 
     from fewstep.app.lightning_modules import DiffusionTraining
 
-    task = cfg.task
-    if int(task.steps) < 1 or int(task.batch_size) < 1:
-        raise FewstepError(f"task.steps and task.batch_size must be positive, got {task.steps} and {task.batch_size}")
-    dataset = build_dataset(cfg)
-    if len(dataset.images) < 2:
-        raise FewstepError(f"dataset {dataset.name!r} has no images to train on")
-    run_dir = Path(cfg.paths.output_dir)
-    config = network_config(task, dataset)
-    L.seed_everything(int(task.seed), verbose=False)
+    plan = build_train_plan(cfg)
+    dataset, config, settings = plan.dataset, plan.network, plan.settings
+    run_dir = plan.outputs.run_dir
+    L.seed_everything(settings.seed, verbose=False)
     module = DiffusionTraining(
-        build_unet(config), float(task.lr), int(task.warmup_steps), float(task.p_mean), float(task.p_std),
-        float(task.ema_halflife_images), task.ema_rampup,
+        build_unet(config), settings.lr, settings.warmup_steps, settings.p_mean, settings.p_std,
+        settings.ema_halflife_images, settings.ema_rampup,
     )  # fmt: skip
     module.network = config
-    previous = init_from(module, task.get("init_from"), config)
-    module.initial_loss = fixed_noise_loss(module.ema, dataset.images, task)
+    previous = init_from(module, settings.init_from, config)
+    module.initial_loss = fixed_noise_loss(module.ema, dataset.images, settings)
     loader = DataLoader(
         TensorDataset(dataset.images),
-        batch_size=int(task.batch_size),
+        batch_size=settings.batch_size,
         shuffle=True,
-        drop_last=len(dataset.images) > int(task.batch_size),
-        generator=torch.Generator().manual_seed(int(task.seed)),
+        drop_last=len(dataset.images) > settings.batch_size,
+        generator=torch.Generator().manual_seed(settings.seed),
     )
     last = run_dir / "checkpoints" / "last.ckpt"
-    resume = bool(task.resume) and last.is_file()
-    if bool(task.resume) and not resume:
+    resume = settings.resume and last.is_file()
+    if settings.resume and not resume:
         info(f"task.resume=true but {last} does not exist: training from scratch")
     if resume:
         check_resumable(last, config)
-    loggers = [logger for _, logger in build_loggers(outputs_of(cfg), {"dataset": dataset.name, "model": "unet"})]
+    loggers = [logger for _, logger in build_loggers(plan.outputs, {"dataset": dataset.name, "model": "unet"})]
     trainer = instantiate(
-        cfg.trainer,
-        max_steps=int(task.steps),
+        plan.trainer_config,
+        max_steps=settings.steps,
         max_epochs=-1,
         use_distributed_sampler=True,
         enable_checkpointing=True,
@@ -105,11 +86,11 @@ def train(cfg) -> dict | None:
                 save_last=True,
                 save_top_k=0,
                 enable_version_counter=False,  # a new run overwrites last.ckpt instead of writing last-v1.ckpt
-                every_n_train_steps=int(task.checkpoint_every),
+                every_n_train_steps=settings.checkpoint_every,
             )
         ],  # fmt: skip
         logger=loggers or False,
-        log_every_n_steps=int(task.log_every),
+        log_every_n_steps=settings.log_every,
     )
     start = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
@@ -122,18 +103,18 @@ def train(cfg) -> dict | None:
         "dataset": dataset.fingerprint(),
         "network": config,
         "parameters": sum(p.numel() for p in ema.parameters()),
-        "task": container(task),
-        "trainer": {"world_size": trainer.world_size, "accelerator": str(cfg.trainer.accelerator)},
+        "task": plan.task_config,
+        "trainer": {"world_size": trainer.world_size, "accelerator": str(plan.trainer_config.get("accelerator"))},
         "steps": int(trainer.global_step),
         "images_seen": module.images_seen,
         "seconds": seconds,
         "fixed_noise_loss_before": module.initial_loss,
-        "fixed_noise_loss_after": fixed_noise_loss(ema, dataset.images, task),
-        "loss_every": int(task.log_every),
-        "loss_history": _averages(module.losses, int(task.log_every)),
+        "fixed_noise_loss_after": fixed_noise_loss(ema, dataset.images, settings),
+        "loss_every": settings.log_every,
+        "loss_history": _averages(module.losses, settings.log_every),
         "resumed": resume,
         **({"init_from": previous} if previous else {}),
-        "command": " ".join(["python run.py", *(_overrides() or ["task=train"])]),
+        "command": plan.command,
     }
     name = f"unet_{dataset.name}"
     weights = atomic_torch_save(run_dir / f"{name}.pt", checkpoint(ema, config, {"images_seen": module.images_seen}))
@@ -142,7 +123,7 @@ def train(cfg) -> dict | None:
     for logger in loggers:
         logger.log_metrics({k: float(record[k]) for k in ("fixed_noise_loss_before", "fixed_noise_loss_after")})
         finish_logger(logger)
-    if task.install:
+    if settings.install:
         for path in (weights, run_dir / f"{name}.json"):
             shutil.copy(path, WEIGHTS_DIR / path.name)
         info(f"installed as the shipped model in {WEIGHTS_DIR}")
@@ -150,7 +131,7 @@ def train(cfg) -> dict | None:
         f"U-Net on {dataset.name}: {record['steps']} steps in {seconds:.0f} s, fixed-noise loss "
         f"{module.initial_loss:.4f} -> {record['fixed_noise_loss_after']:.4f}; weights {weights}"
     )
-    atomic_save_json(run_dir / "config.json", resolved_config(cfg))
+    atomic_save_json(run_dir / "config.json", plan.config)
     return {k: record[k] for k in ("steps", "seconds", "fixed_noise_loss_before", "fixed_noise_loss_after")}
 
 
@@ -169,12 +150,6 @@ def check_resumable(last: Path, config: dict) -> None:
 
 def _averages(values: list[float], every: int) -> list[float]:
     return [sum(chunk) / len(chunk) for chunk in (values[i : i + every] for i in range(0, len(values), every))]
-
-
-def _overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _save_samples(model, shape, path: Path, num: int = 64) -> None:
