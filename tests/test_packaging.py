@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,9 @@ def test_the_wheel_runs_a_job_from_an_empty_directory(tmp_path):
     empty.mkdir()
     subprocess.run([str(UV), "build", "--wheel", "-q", "-o", str(dist), str(ROOT)], check=True, timeout=600)
     wheel = next(dist.glob("fewstep-*.whl"))
+    shipped = {name.removeprefix("fewstep/conf/") for name in zipfile.ZipFile(wheel).namelist()
+               if name.startswith("fewstep/conf/") and name.endswith(".yaml")}  # fmt: skip
+    assert shipped == {str(p.relative_to(ROOT / "conf")) for p in (ROOT / "conf").rglob("*.yaml")}
     subprocess.run([str(UV), "venv", "-q", str(venv)], check=True, timeout=120)
     links = ["--find-links", find_links()] if find_links() else []
     subprocess.run([str(UV), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), *links,
