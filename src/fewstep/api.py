@@ -118,7 +118,7 @@ def search_schedule(
     from fewstep.models.denoiser import inside_range
     from fewstep.schedules.registry import get_search
     from fewstep.schedules.search_cache import SearchCache
-    from fewstep.schedules.searches import SearchContext, find_schedule
+    from fewstep.schedules.searches import SearchContext, find_schedule, local_warmup
     from fewstep.solvers import check_options, get_solver, plan_steps
 
     get_search(method)  # an unknown method is one error naming the searches there are
@@ -138,8 +138,6 @@ def search_schedule(
         if key is None:
             raise FewstepError("cache_dir needs cache_key='...' naming this denoiser (it has no weights to hash)")
         cache = SearchCache.for_search(cache_dir, method, {"model": key}, shape)
-    from fewstep.schedules.searches import local_warmup
-
     context = SearchContext(
         Sampler(spec, [sigma_max, sigma_min], options, prior), denoiser, shape, float(sigma_min), float(sigma_max),
         plan, {"solver": spec.name, "options": options, "afs_prior": type(prior).__name__}, cache=cache,

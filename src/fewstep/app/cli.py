@@ -36,9 +36,10 @@ def schedules_table() -> str:
     lines = ["| schedule | options |", "|---|---|"]
     lines += [f"| {name} | {_options(fn)} |" for name, fn in SCHEDULES.items()]
     lines.append("| explicit | sigmas=[...] (strictly decreasing, inside the model's range; a final 0 denoises) |")
-    for name in search_names():  # searched for the model: the options of each search
-        defaults = get_search(name).defaults
-        lines.append(f"| {name} | {', '.join(f'{k}={v!r}' for k, v in defaults.items())} |")
+    for name in search_names():  # searched for the model: what each search does, and its options
+        search = get_search(name)
+        options = ", ".join(f"{k}={v!r}" for k, v in search.defaults.items())
+        lines.append(f"| {name} | searched: {search.summary}. {options} |")
     return "\n".join(lines)
 
 

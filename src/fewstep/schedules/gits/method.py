@@ -15,6 +15,7 @@ from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.schedules.gits.afs import afs_insertion
 from fewstep.schedules.gits.cache import schedule_key
 from fewstep.schedules.gits.kernel import best_path, dynamic_programming
+from fewstep.schedules.gits.plot import plot_cost_matrix
 from fewstep.schedules.gits.settings import DEFAULTS, GitsSettings, gits_settings
 from fewstep.schedules.gits.warmup import WarmupJob, warmup_cost
 from fewstep.schedules.registry import SearchMethod
@@ -50,8 +51,8 @@ def gits_search(
     cost matrix, path cost, settings); the caller appends a final 0 where its solver denoises.
 
     `afs(path, grid, teacher) -> (path, distances)` inserts the AFS step after a DP over one step fewer (see
-    `afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. `afs_prior` (the run's, when
-    it takes the AFS step) answers the teacher's first call with `teacher_afs`. Every process calls this;
+    `gits.afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. `afs_prior` (the run's,
+    when it takes the AFS step) answers the teacher's first call with `teacher_afs`. Every process calls this;
     the warm-up's sums must already be summed over processes, and only the main one runs the DP and writes.
     """
     settings = gits_settings(settings)
@@ -130,13 +131,7 @@ def run(settings: GitsSettings, context: SearchContext) -> dict:
     )  # fmt: skip
 
 
-def _plot(fig, ax, record: dict) -> None:
-    from fewstep.schedules.gits.plot import plot_cost_matrix
-
-    plot_cost_matrix(fig, ax, record)
-
-
 SEARCH = SearchMethod(
-    name="gits", defaults=DEFAULTS, settings=gits_settings, check=check, run=run, plot=_plot,
+    name="gits", defaults=DEFAULTS, settings=gits_settings, check=check, run=run, plot=plot_cost_matrix,
     summary="GITS (Chen et al. 2024): teacher warm-up, one-step cost matrix, dynamic programming",
 )  # fmt: skip

@@ -26,6 +26,7 @@ from fewstep.schedules.oss.kernel import (
     run_to,
     solver_aware_dp,
 )
+from fewstep.schedules.oss.plot import plot_values
 from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssSettings, oss_settings
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
@@ -250,13 +251,7 @@ def run(settings: OssSettings, context: SearchContext) -> dict:
     )  # fmt: skip
 
 
-def _plot(fig, ax, record: dict) -> None:
-    from fewstep.schedules.oss.plot import plot_values
-
-    plot_values(ax, record)
-
-
 SEARCH = SearchMethod(
-    name="oss", defaults=DEFAULTS, settings=oss_settings, check=check, run=run, plot=_plot,
+    name="oss", defaults=DEFAULTS, settings=oss_settings, check=check, run=run, plot=plot_values,
     summary="solver-aware DP over the sampling solver's own states (after OSS, Pei et al. 2025), validated",
 )  # fmt: skip

@@ -7,7 +7,7 @@ import numpy as np
 from fewstep.utils.figures import pyplot
 
 
-def plot_values(ax, record: dict) -> None:
+def plot_values(fig, ax, record: dict) -> None:
     """V_k(j): the student's distance to the teacher at grid point j after its best k steps, one line per k."""
     values = np.array([[np.nan if v is None else v for v in row] for row in record["values"]], dtype=float)
     colours = pyplot().cm.viridis(np.linspace(0, 1, max(len(values) - 1, 1)))
