@@ -22,6 +22,14 @@ def base_grid(settings, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return make_schedule(settings.base, int(settings.grid_size) - 1, sigma_min, sigma_max, **options)
 
 
+def check_grid_steps(settings, num_steps: int, needs: str, grid: str) -> None:
+    """A path of `num_steps` steps from sigma_max to sigma_min must fit on a grid of `settings.grid_size` points
+    (`grid` names it in the message: "a GITS grid", "an oss grid")."""
+    if not 1 <= num_steps <= int(settings.grid_size) - 1:
+        raise FewstepError(f"{needs or f'{num_steps} steps'} from sigma_max to sigma_min, which {grid} of "
+                           f"{settings.grid_size} points cannot provide; change nfe or schedule.grid_size")  # fmt: skip
+
+
 def teacher(settings, grid: torch.Tensor, afs_prior=None) -> Sampler:
     """The teacher solver on the grid (`settings.teacher`, `teacher_order`); its first call answered by `afs_prior`
     only with `settings.teacher_afs`."""

@@ -9,7 +9,7 @@ denoiser `D(x, sigma)`.
 
 from fewstep.schedules.gits.afs import afs_insertion
 from fewstep.schedules.gits.kernel import METRICS, best_path, cost_sums, dynamic_programming
-from fewstep.schedules.gits.method import SEARCH, check_steps, gits_search, search_path
+from fewstep.schedules.gits.method import SEARCH, gits_search, search_path
 from fewstep.schedules.gits.settings import DEFAULTS, GitsSettings, gits_settings
 from fewstep.schedules.gits.warmup import WarmupJob, warmup_batch
 
@@ -21,7 +21,6 @@ __all__ = [
     "WarmupJob",
     "afs_insertion",
     "best_path",
-    "check_steps",
     "cost_sums",
     "dynamic_programming",
     "gits_search",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from fewstep.errors import FewstepError, NonFiniteError
+from fewstep.errors import NonFiniteError
 from fewstep.schedules.gits.afs import afs_insertion
 from fewstep.schedules.gits.cache import schedule_key
 from fewstep.schedules.gits.kernel import best_path, dynamic_programming
@@ -21,16 +21,9 @@ from fewstep.schedules.gits.warmup import WarmupJob, warmup_cost
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
-from fewstep.schedules.teacher import base_grid, teacher
+from fewstep.schedules.teacher import base_grid, check_grid_steps, teacher
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.utils.logging import info
-
-
-def check_steps(settings: GitsSettings, num_steps: int, needs: str = "") -> None:
-    """A GITS path of `num_steps` steps from sigma_max to sigma_min must fit on the grid."""
-    if not 1 <= num_steps <= int(settings.grid_size) - 1:
-        raise FewstepError(f"{needs or f'{num_steps} steps'} from sigma_max to sigma_min, which a GITS grid of "
-                           f"{settings.grid_size} points cannot provide; change nfe or schedule.grid_size")  # fmt: skip
 
 
 def gits_search(
@@ -56,7 +49,7 @@ def gits_search(
     the warm-up's sums must already be summed over processes, and only the main one runs the DP and writes.
     """
     settings = gits_settings(settings)
-    check_steps(settings, num_steps)
+    check_grid_steps(settings, num_steps, "", "a GITS grid")
     grid = base_grid(settings, sigma_min, sigma_max)
     teacher_prior = afs_prior if settings.teacher_afs else None
     teacher_sampler = teacher(settings, grid, teacher_prior)
@@ -111,7 +104,7 @@ def search_path(cost: torch.Tensor, coeff: float, num_steps: int, afs_step=None)
 def check(settings: GitsSettings, spec: SolverSpec, steps: StepPlan) -> None:
     """The DP's steps (one fewer where the AFS step is inserted afterwards) fit on the grid."""
     dp_steps = steps.num_steps - int(steps.denoise_to_zero) - int(settings.afs_insert and steps.afs)
-    check_steps(settings, dp_steps, needs_steps(steps))
+    check_grid_steps(settings, dp_steps, needs_steps(steps), "a GITS grid")
 
 
 def run(settings: GitsSettings, context: SearchContext) -> dict:

@@ -6,7 +6,7 @@ in the search contract it is `SEARCH` (`fewstep.schedules.searches`).
 """
 
 from fewstep.schedules.oss.kernel import DISTANCES, Replay, median_path, run_to, solver_aware_dp
-from fewstep.schedules.oss.method import SEARCH, candidates, check_steps, oss_search, planned_evaluations, warmup_size
+from fewstep.schedules.oss.method import SEARCH, candidates, oss_search, planned_evaluations, warmup_size
 from fewstep.schedules.oss.settings import DEFAULTS, OssSettings, oss_settings
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "OssSettings",
     "Replay",
     "candidates",
-    "check_steps",
     "median_path",
     "oss_search",
     "oss_settings",

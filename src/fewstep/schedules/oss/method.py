@@ -31,18 +31,12 @@ from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssS
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
-from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, teacher, teacher_trajectory
+from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, check_grid_steps, teacher, teacher_trajectory
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
 RECORD_VERSION = 2  # version 1 records undercounted the validation runs' evaluations: searched again, not reused
-
-
-def check_steps(settings: OssSettings, num_steps: int, needs: str = "") -> None:
-    if not 1 <= num_steps <= int(settings.grid_size) - 1:
-        raise FewstepError(f"{needs or f'{num_steps} steps'} from sigma_max to sigma_min, which an oss grid of "
-                           f"{settings.grid_size} points cannot provide; change nfe or schedule.grid_size")  # fmt: skip
 
 
 def check_solver(spec: SolverSpec) -> None:
@@ -53,7 +47,7 @@ def check_solver(spec: SolverSpec) -> None:
 
 def check(settings: OssSettings, spec: SolverSpec, steps: StepPlan) -> None:
     check_solver(spec)
-    check_steps(settings, steps.num_steps - int(steps.denoise_to_zero), needs_steps(steps))
+    check_grid_steps(settings, steps.num_steps - int(steps.denoise_to_zero), needs_steps(steps), "an oss grid")
 
 
 def candidates(n: int, num_steps: int) -> tuple[int, int]:
@@ -126,7 +120,7 @@ def oss_search(
     for the cache."""
     settings = oss_settings(settings)
     check_solver(sampler.spec)
-    check_steps(settings, num_steps)
+    check_grid_steps(settings, num_steps, "", "an oss grid")
     total_steps = num_steps if total_steps is None else int(total_steps)
     grid = base_grid(settings, sigma_min, sigma_max)
     key = None
