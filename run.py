@@ -5,7 +5,7 @@ wheel as fewstep/conf)."""
 import hydra
 from omegaconf import DictConfig
 
-from fewstep.app.command import register_resolvers, run_job
+from fewstep.app.command import register_resolvers, reporting_config_errors, run_job
 
 register_resolvers()
 
@@ -16,4 +16,4 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
+    reporting_config_errors(main)  # Hydra's config errors as one `error:` line

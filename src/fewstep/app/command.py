@@ -24,7 +24,32 @@ def hydra_main() -> None:
     import hydra
 
     register_resolvers()
-    hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")(run_job)()
+    reporting_config_errors(hydra.main(version_base="1.3", config_path=CONFIG_PACKAGE, config_name="config")(run_job))
+
+
+OWN_FULL_ERROR = "FEWSTEP_SET_HYDRA_FULL_ERROR"  # HYDRA_FULL_ERROR=1 set by fewstep, not by the user
+
+
+def reporting_config_errors(main) -> None:
+    """Run a `@hydra.main` function with Hydra's composition errors (an unknown group option, a misspelled key, an
+    unreadable override) as one `error:` line naming what exists, exit status 2. Hydra raises them to us only
+    with HYDRA_FULL_ERROR=1; a user who set it keeps Hydra's full report."""
+    import os
+    import sys
+
+    from hydra.errors import CompactHydraException
+
+    if os.environ.get("HYDRA_FULL_ERROR") and not os.environ.get(OWN_FULL_ERROR):
+        return main()
+    os.environ.update({"HYDRA_FULL_ERROR": "1", OWN_FULL_ERROR: "1"})
+    try:
+        return main()
+    except CompactHydraException as err:
+        from fewstep.app.config.overrides import composition_error_line
+
+        print(f"error: {composition_error_line(err, sys.argv[1:])}", file=sys.stderr)
+        remove_rejected_sweep_dir()
+        sys.exit(2)
 
 
 def stop_on_signals() -> None:
@@ -54,10 +79,12 @@ def run_reporting_errors(cfg):
     stop_on_signals()
     try:
         if cfg is not None:
+            check_added_overrides(cfg)
             set_threads(cfg)
         return run(cfg)
     except FewstepError as err:
         print(f"error: {err}", file=sys.stderr)
+        remove_rejected_run_dir()
         sys.exit(2)
     except RunInterrupted as err:
         print(f"stopped by {err}: {resume_hint(cfg)}", file=sys.stderr)
@@ -65,6 +92,50 @@ def run_reporting_errors(cfg):
     except OSError as err:
         print(f"error: {os_error_line(err)}", file=sys.stderr)
         sys.exit(1)
+
+
+def check_added_overrides(cfg) -> None:
+    """`+key=value` on the command line: refused when nothing reads the key (see `config.overrides`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        from fewstep.app.config.overrides import check_added_keys
+
+        hydra_cfg = HydraConfig.get()
+        check_added_keys(cfg, list(hydra_cfg.overrides.task), hydra_cfg.runtime.choices.keys())
+
+
+HYDRA_BOOKKEEPING = (".hydra",)
+
+
+def remove_rejected_run_dir() -> None:
+    """A config refused before any work leaves nothing behind: the run directory Hydra made for this job is
+    removed when it holds only Hydra's own files (.hydra/, the job's log) and did not exist before the run."""
+    import shutil
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or global_rank() != 0:
+        return
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if str(run_dir) in RunDirCheck.existing or not run_dir.is_dir():
+        return
+    own = {*HYDRA_BOOKKEEPING, f"{hydra_cfg.job.name}.log"}
+    if all(entry.name in own for entry in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def remove_rejected_sweep_dir() -> None:
+    """A sweep whose jobs fail to compose leaves nothing behind: the new sweep directory is removed when it holds
+    only Hydra's multirun.yaml."""
+    import shutil
+    from pathlib import Path
+
+    made = RunDirCheck.new_sweep_dir
+    if made is not None and made.is_dir() and all(p.name == "multirun.yaml" for p in made.iterdir()):
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def resume_hint(cfg) -> str:
@@ -175,15 +246,29 @@ def _hydra_callback():
 
 class RunDirCheck(_hydra_callback()):
     """A Hydra callback: the run (or sweep) directory must be creatable, checked before Hydra makes it, so an
-    unwritable `hydra.run.dir` is one line instead of Hydra's traceback."""
+    unwritable `hydra.run.dir` is one line instead of Hydra's traceback. It notes a run directory that exists
+    already (`task.resume=true hydra.run.dir=...`): a rejected config never removes that one."""
+
+    existing: set[str] = set()
+    new_sweep_dir = None  # a sweep directory this multirun makes
 
     def on_run_start(self, config, **kwargs) -> None:
+        import os
+
         from hydra.core.hydra_config import HydraConfig
 
         HydraConfig.instance().set_config(config)  # run names may use ${hydra:runtime.choices...}; Hydra sets it too
+        run_dir = os.path.abspath(str(config.hydra.run.dir))
+        if os.path.exists(run_dir):
+            RunDirCheck.existing.add(run_dir)
         _check_dir(config.hydra.run.dir, "hydra.run.dir")
 
     def on_multirun_start(self, config, **kwargs) -> None:
+        from pathlib import Path
+
+        sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        if not sweep_dir.exists():
+            RunDirCheck.new_sweep_dir = sweep_dir
         _check_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
         _check_slurm(config.hydra.launcher)
 
