@@ -78,6 +78,41 @@ def test_bad_api_input_is_one_clear_error(kde):
         fewstep.search_schedule(lambda x, s: x, shape=(1, 8, 8), num_warmup=2, cache_dir="unused")
 
 
+@pytest.mark.parametrize("wrong", [lambda x, s: x.flatten(1), lambda x, s: x[:1], lambda x, s: x[0], lambda x, s: 0.0])
+def test_a_denoiser_of_the_wrong_shape_is_named_not_broadcast(wrong):
+    """x[:1] would broadcast into every sample silently; flattened output would fail deep inside a solver."""
+    sigmas = polynomial(4, 0.002, 80.0)
+    with pytest.raises(FewstepError, match=r"the denoiser returned .* for x of shape \(4, 1, 8, 8\): D\(x, sigma\) "
+                                           "must return the denoised x, a tensor of x's shape"):  # fmt: skip
+        fewstep.sample(wrong, "ipndm", sigmas, range(4), (1, 8, 8))
+    with pytest.raises(FewstepError, match="the denoiser returned"):
+        fewstep.search_schedule(wrong, shape=(1, 8, 8), nfe=4, num_warmup=4, batch_size=4)
+
+
+def test_evaluate_refuses_non_finite_images_naming_their_rows():
+    data = digits().images[:300]
+    samples = data[:64].clone()
+    samples[3, 0, 1, 1], samples[17] = float("nan"), float("inf")
+    clean = data[64:128]
+    with pytest.raises(FewstepError, match=r"^samples rows 3, 17 \(of 64\) hold NaN or inf; re-sample those seeds"):
+        fewstep.evaluate(samples, data, features="pixels")
+    with pytest.raises(FewstepError, match=r"^reference rows 3, 17 \(of 64\) hold NaN or inf; re-run the reference"):
+        fewstep.evaluate(clean, data, reference=samples, features="pixels")
+    with pytest.raises(FewstepError, match=r"^data rows 303, 317 \(of 364\) hold NaN or inf; leave those images out"):
+        fewstep.evaluate(clean, torch.cat([data, samples]), features="pixels")
+    from fewstep.data import ImageDataset
+
+    with pytest.raises(FewstepError, match=r"^data row 300 \(of 301\) hold NaN"):
+        fewstep.evaluate(clean, ImageDataset("d", torch.cat([data, samples[3:4]])), features="pixels")
+    with pytest.raises(FewstepError, match=r"^samples must be images \(N, C, H, W\) in \[-1, 1\], got shape \(1, 8"):
+        fewstep.evaluate(clean[0], data, features="pixels")
+    with pytest.raises(FewstepError, match=r"uint8 images: x.float\(\) / 127.5 - 1"):
+        fewstep.evaluate(((clean + 1) * 127.5).to(torch.uint8), data, features="pixels")
+    with pytest.raises(FewstepError, match=r"^afs_data row 0 \(of 1\) hold NaN"):
+        fewstep.sample(lambda x, s: x, "dpm", polynomial(3, 0.002, 80.0), range(2), (1, 8, 8), afs_prior="gaussian",
+                       afs_data=samples[3:4])  # fmt: skip
+
+
 GITS = ["dataset=digits", "schedule=gits", "schedule.num_warmup=12", "schedule.grid_size=21", "batch_size=4",
         "trainer.enable_progress_bar=false"]  # fmt: skip
 

@@ -31,7 +31,8 @@ CASES = [
     (["solver=foo"], "error: solver=foo: there is no solver option 'foo'; the options: deis, dpm, dpmpp, "),
     (["schedule=foo"], "error: schedule=foo: there is no schedule option 'foo'; the options: discrete, explicit, gits"),
     (["dataset=foo"], "error: dataset=foo: there is no dataset option 'foo'; the options: cifar10, digits, "),
-    (["model=unet_mnist"], "error: model=unet_mnist: there is no model option 'unet_mnist' (did you mean unet_mnist5k?)"),
+    (["model=unet_mnist"], "error: model=unet_mnist: there is no model option 'unet_mnist' (did you mean "
+     "unet_mnist5k?)"),
     (["trainer=foo"], "error: trainer=foo: there is no trainer option 'foo'; the options: cpu, ddp, gpu"),
     (["logger=foo"], "error: logger=foo: there is no logger option 'foo'; the options: csv, many, none, "),
     (["task=foo"], "error: task=foo: there is no task option 'foo'; the options: analyze, sample, search, train, "),

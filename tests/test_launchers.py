@@ -82,7 +82,7 @@ def test_threads_split_the_cores_between_parallel_jobs(make_cfg, monkeypatch):
     from fewstep import FewstepError
     from fewstep.app import command
 
-    monkeypatch.setattr(command, "available_cores", lambda: 8)
+    monkeypatch.setattr("fewstep.app.config.checks.available_cores", lambda: 8)
     before = torch.get_num_threads()
 
     def threads(*overrides, multirun=True):

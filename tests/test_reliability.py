@@ -3,6 +3,7 @@ expensive work, non-finite results are never cached, SIGTERM stops a run that th
 
 import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -49,7 +50,14 @@ BAD_INPUTS = [
     (["eval.save_npz=1"], "eval.save_npz must be true or false"),
     (["task=analyze", "task.num_steps=ten"], "task.num_steps must be an integer"),
     (["task=train", "task.resume=maybe"], "task.resume must be true or false"),
-]
+    (["schedule=gits", "schedule.teacher_order=9"],
+     "schedule.teacher=ipndm schedule.teacher_order=9: ipndm max_order must be 1, 2, 3 or 4, got 9"),
+    (["schedule=oss", "schedule.teacher_order=0"], "schedule.teacher_order=0: ipndm max_order must be"),
+    (["trainer=ddp", "trainer.devices=1000"], "trainer.devices=1000 would start 1000 processes, and this machine has"),
+    (["task=train", "trainer.devices=1000"], "trainer.devices=1000 would start 1000 processes"),
+    (["trainer.devices=0"], "trainer.devices must be a positive integer (or -1, auto), got 0"),
+    *([(["trainer=gpu"], "trainer.accelerator=gpu needs a CUDA GPU")] if not torch.cuda.is_available() else []),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
@@ -124,6 +132,58 @@ def test_run_py_reports_each_failure_in_one_line(monkeypatch, capsys, restore_si
         run_reporting_errors(None)
     err = capsys.readouterr().err
     assert stop.value.code == status and err.startswith(line) and err.count("\n") == 1
+
+
+def test_a_full_disk_names_the_file_it_was_writing(tmp_path, monkeypatch):
+    from fewstep.app.command import os_error_line
+    from fewstep.utils import storage
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage.os, "fsync", full)
+    target = tmp_path / "cache" / "samples" / "seeds_000000000_000000003_4.pt"
+    with pytest.raises(OSError) as err:
+        storage.atomic_torch_save(target, {"x": torch.zeros(2)})
+    assert os_error_line(err.value).startswith(f"no space left on the device writing {target}; free space")
+    assert not list(target.parent.iterdir()), "the temporary file was left behind"
+
+
+def test_device_count_is_bounded_by_the_machine_unless_a_launcher_made_the_ranks(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from fewstep.app.config import checks
+
+    monkeypatch.setattr(checks, "available_cores", lambda: 4)
+    monkeypatch.setattr(checks.torch.cuda, "is_available", lambda: False)
+    trainer = OmegaConf.create({"accelerator": "cpu", "devices": 5})
+    with pytest.raises(FewstepError, match="trainer.devices=5 would start 5 processes, and this machine has 4 CPU "
+                                           "cores; use trainer.devices=4 or fewer"):  # fmt: skip
+        checks.check_trainer(trainer, environ={})
+    checks.check_trainer(trainer, environ={"LOCAL_WORLD_SIZE": "5"})  # torchrun started them already
+    checks.check_trainer(trainer, environ={"SLURM_NTASKS": "5"})
+    for fine in (4, -1, "auto", "4", [0, 1]):
+        checks.check_trainer(OmegaConf.create({"accelerator": "cpu", "devices": fine}), environ={})
+    with pytest.raises(FewstepError, match="needs a CUDA GPU"):
+        checks.check_trainer(OmegaConf.create({"accelerator": "cuda", "devices": 1}), environ={})
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os as _os
+    import time as _time
+
+    from fewstep.utils import storage
+
+    host = storage._host()
+    dead = tmp_path / f".a.pt.w999999999@{host}.x1.tmp"
+    live = tmp_path / f".a.pt.w{_os.getpid()}@{host}.x2.tmp"
+    foreign = tmp_path / ".a.pt.w1@another-host.x3.tmp"
+    old = tmp_path / ".b.pt.x4.tmp"
+    for path in (dead, live, foreign, old):
+        path.write_bytes(b"partial")
+    _os.utime(old, (_time.time() - 2 * storage.FOREIGN_TMP_SECONDS,) * 2)
+    assert sorted(storage.remove_stale_temporaries(tmp_path)) == sorted([dead, old])
+    assert live.exists() and foreign.exists()
 
 
 def test_a_stopped_training_run_says_how_to_continue_it():
@@ -478,3 +538,51 @@ def test_sigterm_stops_sampling_and_the_reference_and_the_same_command_resumes(t
     for key in ("fid", "fd", "kid", "truncation_error", "fid_vs_reference"):
         assert metrics[key] == expected[key], key
     assert not list((tmp_path / "stopped").rglob("*.tmp"))  # no half-written file left by the stops
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# kill -9 in the middle of a shard write: the next run resumes to identical metrics and removes the dead writer's
+# temporary file
+
+KILLED = ["dataset=digits", "schedule=polynomial", "solver=euler", "nfe=10", "num_samples=32", "batch_size=4",
+          "eval.reference.num_steps=20", "eval.baseline=null", "eval.grid_size=16",
+          "trainer.enable_progress_bar=false"]  # fmt: skip
+
+KILL_ON_THIRD_SHARD = """
+import os, runpy, signal, sys
+rename = os.replace
+shards = []
+def replace(src, dst):
+    if "/samples/" in str(dst) and str(dst).endswith(".pt"):
+        shards.append(dst)
+        if len(shards) == 3:  # written and synced, not yet renamed: the moment a kill -9 leaves a temporary
+            os.kill(os.getpid(), signal.SIGKILL)
+    return rename(src, dst)
+os.replace = replace
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_kill_9_during_a_shard_write_then_the_same_command_resumes_and_leaves_no_tmp(tmp_path):
+    def command(root, prefix=()):
+        env = {**os.environ, "FEWSTEP_ROOT": str(root), "PYTHONWARNINGS": "ignore"}
+        return subprocess.run([sys.executable, *prefix, str(ROOT / "run.py"), *KILLED], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    def metrics(root):
+        (path,) = (root / "outputs" / "runs").glob("*/*/metrics.json")
+        return json.loads(path.read_text())
+
+    clean = command(tmp_path / "clean")
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    killed = command(tmp_path / "killed", ("-c", KILL_ON_THIRD_SHARD))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    cache = tmp_path / "killed" / "outputs" / "cache"
+    assert len(list(cache.rglob("samples/*/.*.tmp"))) == 1 and len(list(cache.rglob("samples/*/*.pt"))) == 2
+    resumed = command(tmp_path / "killed")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, got = metrics(tmp_path / "clean"), metrics(tmp_path / "killed")
+    for key in ("fid", "fd", "kid", "truncation_error", "fid_vs_reference"):
+        assert got[key] == expected[key], key
+    assert not list((tmp_path / "killed").rglob("*.tmp")), "the dead writer's temporary file was left"

@@ -35,7 +35,32 @@ def _afs_prior(afs_prior, data):
         return afs_prior
     from fewstep.solvers import make_afs_prior
 
+    if data is not None:
+        data = checked_images("afs_data", data, "drop those images", low=1)
     return make_afs_prior(str(afs_prior), data)
+
+
+def checked_images(name: str, images, fix: str, low: int = 2) -> torch.Tensor:
+    """`images` as a float tensor of N >= `low` images (N, C, H, W), every value finite; otherwise one error that
+    names the rows (samples: the positions of their seeds) and what to do (`fix`)."""
+    if not isinstance(images, torch.Tensor):
+        try:
+            images = torch.as_tensor(images)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise FewstepError(f"{name} must be a tensor of images (N, C, H, W), got {type(images).__name__}") from err
+    if images.ndim != 4:
+        raise FewstepError(f"{name} must be images (N, C, H, W) in [-1, 1], got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        hint = " (uint8 images: x.float() / 127.5 - 1)" if images.dtype == torch.uint8 else ""
+        raise FewstepError(f"{name} must be floating-point images in [-1, 1], got {images.dtype}{hint}")
+    if len(images) < low:
+        raise FewstepError(f"{name} holds {len(images)} images; it needs at least {low}")
+    bad = (~torch.isfinite(images.detach()).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (f", ... ({len(bad)} rows)" if len(bad) > 10 else "")
+        rows = "row" if len(bad) == 1 else "rows"
+        raise FewstepError(f"{name} {rows} {shown} (of {len(images)}) hold NaN or inf; {fix}")
+    return images
 
 
 def _device(denoiser, device) -> torch.device:
@@ -185,16 +210,22 @@ def evaluate(
     from fewstep.metrics.evaluation import evaluate as evaluate_stores
     from fewstep.metrics.settings import EvalSettings
 
+    samples = checked_images("samples", samples, "re-sample those seeds, or leave those rows out (a NaN image has "
+                             "no score; EDM's fid.py would quantise it as if it were valid)")  # fmt: skip
+    if reference is not None:
+        reference = checked_images("reference", reference, "re-run the reference solution for those seeds")
+        if reference.shape != samples.shape:
+            raise FewstepError(f"reference has shape {tuple(reference.shape)}, the samples {tuple(samples.shape)} "
+                               "(one reference per sample, from the same seeds)")  # fmt: skip
     if data is None:
         dataset = ImageDataset("data", torch.empty(0, *samples.shape[1:]))
     elif isinstance(data, ImageDataset):
+        checked_images("data", data.images, "leave those images out of the dataset")
         dataset = data
     else:
-        dataset = ImageDataset("data", torch.as_tensor(data, dtype=torch.float32))
+        dataset = ImageDataset("data", checked_images("data", data, "leave those images out").float())
     if dataset.shape and tuple(samples.shape[1:]) != dataset.shape:
         raise FewstepError(f"samples are {tuple(samples.shape[1:])} but the data {dataset.shape}")
-    if reference is not None and reference.shape != samples.shape:
-        raise FewstepError(f"reference has shape {tuple(reference.shape)}, the samples {tuple(samples.shape)}")
     settings = EvalSettings(features=features, features_path=features_path, reference_stats=reference_stats,
                             bootstrap=bootstrap, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)  # fmt: skip
     prepared = prepare_features(settings, dataset)

@@ -73,6 +73,8 @@ def run_reporting_errors(cfg):
     and an exit status (2: fix the input, 1: the machine, 128 + signal: stopped)."""
     import sys
 
+    from hydra.errors import InstantiationException
+
     from fewstep.app.tasks import run
     from fewstep.errors import FewstepError, RunInterrupted
 
@@ -82,8 +84,8 @@ def run_reporting_errors(cfg):
             check_added_overrides(cfg)
             set_threads(cfg)
         return run(cfg)
-    except FewstepError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (FewstepError, InstantiationException) as err:  # a constructor refusing its config: one line too
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         remove_rejected_run_dir()
         sys.exit(2)
     except RunInterrupted as err:
@@ -131,7 +133,6 @@ def remove_rejected_sweep_dir() -> None:
     """A sweep whose jobs fail to compose leaves nothing behind: the new sweep directory is removed when it holds
     only Hydra's multirun.yaml."""
     import shutil
-    from pathlib import Path
 
     made = RunDirCheck.new_sweep_dir
     if made is not None and made.is_dir() and all(p.name == "multirun.yaml" for p in made.iterdir()):
@@ -149,15 +150,6 @@ def resume_hint(cfg) -> str:
         return (f"checkpoints/last.ckpt is kept (every task.checkpoint_every steps); continue with the same command "
                 f"plus task.resume=true hydra.run.dir={run_dir}")  # fmt: skip
     return "finished batches are kept; re-run the same command to resume"
-
-
-def available_cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 def parallel_jobs(cores: int) -> int:
@@ -196,6 +188,7 @@ def set_threads(cfg) -> int | None:
     they do not oversubscribe the CPU (two 2-thread processes on 2 cores made the GITS warm-up 30x slower)."""
     import torch
 
+    from fewstep.app.config.checks import available_cores
     from fewstep.errors import FewstepError
     from fewstep.utils.logging import info
 

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from fewstep.errors import FewstepError
+
 
 @runtime_checkable
 class Denoiser(Protocol):
@@ -97,8 +99,6 @@ def sigma_per_sample(sigma: float | torch.Tensor, batch: int, dtype: torch.dtype
     how every model reads the `sigma` of `D(x, sigma)` (converted to `dtype` once, from float64)."""
     s = torch.as_tensor(sigma, dtype=torch.float64, device=device).reshape(-1)
     if s.numel() not in (1, batch):
-        from fewstep.errors import FewstepError
-
         raise FewstepError(f"sigma must be one value or one per sample ({batch}), got {s.numel()} values")
     return s.expand(batch).to(dtype) if s.numel() == 1 else s.to(dtype)
 
@@ -125,8 +125,24 @@ def bind_seeds(denoiser, seeds: torch.Tensor, device) -> Denoiser:
     kernels are chosen per call anyway, so the blocks are not imposed there (see README, Determinism)."""
     if (traits(denoiser).rows_independent or not isinstance(denoiser, torch.nn.Module)
             or torch.device(device).type != "cpu"):  # fmt: skip
-        return for_seeds(denoiser, seeds)
-    return RowBlocks(denoiser, seeds)
+        return OutputChecked(for_seeds(denoiser, seeds))
+    return OutputChecked(RowBlocks(denoiser, seeds))
+
+
+class OutputChecked:
+    """A denoiser whose every output must have its input's shape: a wrong one (unbatched, flattened, another
+    layout) would otherwise broadcast silently into the samples or fail deep inside a solver."""
+
+    def __init__(self, denoiser: Denoiser):
+        self.denoiser = denoiser
+
+    def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+        out = self.denoiser(x, sigma)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else f"a {type(out).__name__}"
+            raise FewstepError(f"the denoiser returned {got} for x of shape {tuple(x.shape)}: D(x, sigma) must "
+                               "return the denoised x, a tensor of x's shape (batch first)")  # fmt: skip
+        return out
 
 
 class RowBlocks:

@@ -182,13 +182,16 @@ def load_unet_checkpoint(path: str | Path, map_location: str = "cpu",
 
 
 def read_checkpoint(path: Path, map_location: str = "cpu"):
-    """torch.load with weights_only=True; a damaged or code-carrying file gets an error naming it."""
+    """torch.load with weights_only=True; an empty, damaged or code-carrying file gets an error naming it."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise FewstepError(f"checkpoint {path} is empty (0 bytes): its download or its writing was cut short; "
+                           "download it again or re-train it")  # fmt: skip
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as err:
         raise FewstepError(f"checkpoint {path} does not exist") from err
     except Exception as err:  # truncated zip, garbage bytes, or a pickle that needs code (weights_only refuses)
-        from fewstep.utils.storage import refused_pickled_code
+        from fewstep.utils.storage import first_line, refused_pickled_code
 
         if refused_pickled_code(err):
             raise FewstepError(
@@ -197,7 +200,7 @@ def read_checkpoint(path: Path, map_location: str = "cpu"):
                 "for files you trust"
             ) from None
         raise FewstepError(
-            f"checkpoint {path} could not be read as weights ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"checkpoint {path} could not be read as weights ({first_line(err)}). "
             "It is damaged (re-download or re-train it) or holds pickled code, which fewstep does not run "
             "(EDM .pkl files: model=edm_pickle with model.denoiser.allow_pickle=true, only for files you trust)"
         ) from err

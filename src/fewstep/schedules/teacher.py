@@ -44,6 +44,20 @@ def teacher(settings, grid: torch.Tensor, afs_prior=None) -> Sampler:
     return Sampler(spec, grid, options, afs_prior if getattr(settings, "teacher_afs", False) else None)
 
 
+def check_teacher(settings) -> None:
+    """The teacher with its options (`teacher`, `teacher_order`) runs now on a toy denoiser and a 3-point grid, so
+    that a bad option fails in one line before any data, model or warm-up."""
+    grid = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
+    sampler = teacher(settings, grid)
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    try:
+        with torch.no_grad():
+            sampler.spec.fn(lambda x, sigma: 0.5 * x, x, grid, **sampler.options)
+    except FewstepError as err:
+        raise FewstepError(f"schedule.teacher={sampler.name} schedule.teacher_order={settings.teacher_order}: "
+                           f"{err}") from None  # fmt: skip
+
+
 def teacher_trajectory(solver, denoiser, x: torch.Tensor, grid: torch.Tensor, **options):
     """States at every grid point (N, B, ...) and the model's slopes d = (x - D)/sigma at points 0..N-2."""
     states, slopes = [], []

@@ -74,6 +74,7 @@ def check_common(cfg: DictConfig) -> None:
     integer("seed", cfg.seed, 0, MAX_SEED - num_samples, f" so that the {num_samples} seeds stay below 2**63")
     integer("batch_size", cfg.batch_size, 1)
     like("denoise_to_zero", cfg.denoise_to_zero, False)
+    check_trainer(cfg.trainer)
     for key in ("sigma_min", "sigma_max"):
         like(f"model.{key}", cfg.model.get(key), 1.0)
     denoiser = cfg.model.get("denoiser") or {}
@@ -86,6 +87,50 @@ def check_common(cfg: DictConfig) -> None:
         if reference is not None and reference.get("solver"):
             integer("eval.reference.num_steps", reference.num_steps, 1)
             like("eval.reference.rho", reference.rho, 1.0)
+
+
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def available_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_trainer(trainer, environ=None) -> None:
+    """The Trainer's accelerator and device count, against this machine, before Lightning loads: a GPU trainer
+    needs CUDA, and Lightning starts one process per device, so `trainer.devices` is at most the GPUs (or, on the
+    CPU, the cores: more processes than cores is never faster). Ranks started by torchrun or SLURM exist already."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    cuda = torch.cuda.is_available()
+    if accelerator in GPU_ACCELERATORS and not cuda:
+        raise FewstepError(f"trainer.accelerator={accelerator} needs a CUDA GPU, and torch {torch.__version__} sees "
+                           "none here (torch.cuda.is_available() is false); use trainer=cpu, or trainer=ddp "
+                           "trainer.devices=N for N CPU processes")  # fmt: skip
+    devices = trainer.get("devices", "auto")
+    if isinstance(devices, str) and devices.strip().isdigit():
+        devices = int(devices)
+    count = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, list | tuple) else devices
+    if isinstance(count, bool) or not isinstance(count, int):
+        return  # "auto", "0,1": Lightning's own parsing
+    if count == -1:
+        return  # every device there is
+    if count < 1:
+        raise FewstepError(f"trainer.devices must be a positive integer (or -1, auto), got {devices!r}")
+    if "LOCAL_WORLD_SIZE" in environ or "SLURM_NTASKS" in environ:
+        return  # the launcher made the processes; Lightning checks that they match
+    on_gpu = accelerator in GPU_ACCELERATORS or (accelerator == "auto" and cuda)
+    limit, what = (torch.cuda.device_count(), "GPUs") if on_gpu else (available_cores(), "CPU cores")
+    if count > limit:
+        raise FewstepError(f"trainer.devices={count} would start {count} processes, and this machine has {limit} "
+                           f"{what}; use trainer.devices={limit} or fewer")  # fmt: skip
 
 
 def writable(key: str, folder) -> None:

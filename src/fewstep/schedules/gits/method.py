@@ -21,7 +21,7 @@ from fewstep.schedules.gits.warmup import WarmupJob, warmup_cost
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
-from fewstep.schedules.teacher import base_grid, check_grid_steps, teacher
+from fewstep.schedules.teacher import base_grid, check_grid_steps, check_teacher, teacher
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.utils.logging import info
 
@@ -103,6 +103,7 @@ def search_path(cost: torch.Tensor, coeff: float, num_steps: int, afs_step=None)
 
 def check(settings: GitsSettings, spec: SolverSpec, steps: StepPlan) -> None:
     """The DP's steps (one fewer where the AFS step is inserted afterwards) fit on the grid."""
+    check_teacher(settings)
     dp_steps = steps.num_steps - int(steps.denoise_to_zero) - int(settings.afs_insert and steps.afs)
     check_grid_steps(settings, dp_steps, needs_steps(steps), "a GITS grid")
 

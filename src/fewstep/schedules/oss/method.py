@@ -31,7 +31,14 @@ from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssS
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
-from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, check_grid_steps, teacher, teacher_trajectory
+from fewstep.schedules.teacher import (
+    WARMUP_NAN_CAUSE,
+    base_grid,
+    check_grid_steps,
+    check_teacher,
+    teacher,
+    teacher_trajectory,
+)
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
@@ -47,6 +54,7 @@ def check_solver(spec: SolverSpec) -> None:
 
 def check(settings: OssSettings, spec: SolverSpec, steps: StepPlan) -> None:
     check_solver(spec)
+    check_teacher(settings)
     check_grid_steps(settings, steps.num_steps - int(steps.denoise_to_zero), needs_steps(steps), "an oss grid")
 
 
