@@ -44,7 +44,7 @@ def test_published_statistics_must_match_the_feature_space(make_cfg, tmp_path):
     with pytest.raises(FewstepError, match="need eval/features=inception"):
         prepare_features(eval_settings(cfg.eval), digits())
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
-    with pytest.raises(FewstepError, match="not a readable npz"):
+    with pytest.raises(FewstepError, match="cannot be read: it is not an npz archive"):
         prepare_features(eval_settings(make_cfg(*QUICK, f"eval.reference_stats={tmp_path / 'bad.npz'}").eval), digits())
 
 

@@ -73,7 +73,6 @@ def test_bad_input_is_a_clear_error(make_cfg, overrides, message):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["solver=nosuch"], ["Could not find 'solver/nosuch'", "euler", "ipndm"]),
         (
             ["solver=heun", "solver.afs=false", "nfe=5"],
             ["error: solver 'heun' cannot spend nfe=5", "afs=auto"],

@@ -125,8 +125,8 @@ def bind_seeds(denoiser, seeds: torch.Tensor, device) -> Denoiser:
     kernels are chosen per call anyway, so the blocks are not imposed there (see README, Determinism)."""
     if (traits(denoiser).rows_independent or not isinstance(denoiser, torch.nn.Module)
             or torch.device(device).type != "cpu"):  # fmt: skip
-        return OutputChecked(for_seeds(denoiser, seeds))
-    return OutputChecked(RowBlocks(denoiser, seeds))
+        return for_seeds(denoiser, seeds)
+    return RowBlocks(denoiser, seeds)
 
 
 class OutputChecked:

@@ -67,11 +67,11 @@ class Sampler:
 
     def solve(self, denoiser, x: torch.Tensor, seeds, *, callback=None, sigmas=None, wrap=None) -> torch.Tensor:
         """Integrate from `x` (already at the first sigma) along `sigmas` (default: the sampler's)."""
-        from fewstep.models.denoiser import bind_seeds
+        from fewstep.models.denoiser import OutputChecked, bind_seeds
         from fewstep.solvers.sde import per_sample_noise
 
         seeds = torch.as_tensor(seeds, dtype=torch.long)
-        bound = bind_seeds(denoiser, seeds, x.device)
+        bound = OutputChecked(bind_seeds(denoiser, seeds, x.device))
         if wrap is not None:
             bound = wrap(bound)
         afs = self.afs_prior.to(x.device) if isinstance(self.afs_prior, torch.nn.Module) else self.afs_prior
