@@ -149,7 +149,7 @@ def inception_features(work: Path, weights: str | None) -> None:
     fid_gpu = frechet_distance(*stats(on_gpu[:256]), *stats(on_gpu[256:]))
     source = "the shipped default_1.pt" if weights is None else f"{Path(weights).name} (fp16 copy of default_1.pt)"
     row(f"Inception-v3 features, 512 mnist5k images, {source}: gpu vs cpu",
-        f"max |diff| / max |feature| {diff:.1e}; FID(half vs half) {fid_gpu:.5g} vs {fid_cpu:.5g} "
+        f"max abs diff / max abs feature {diff:.1e}; FID(half vs half) {fid_gpu:.5g} vs {fid_cpu:.5g} "
         f"(rel {rel(fid_gpu, fid_cpu):.1e})",
         "features within 1e-3 of their scale, FID within 1e-3 relative",
         diff < 1e-3 and rel(fid_gpu, fid_cpu) < 1e-3, {"fid": [fid_cpu, fid_gpu]})  # fmt: skip
