@@ -89,6 +89,22 @@ def test_a_denoiser_of_the_wrong_shape_is_named_not_broadcast(wrong):
         fewstep.search_schedule(wrong, shape=(1, 8, 8), nfe=4, num_warmup=4, batch_size=4)
 
 
+def test_sample_refuses_seeds_shapes_and_batch_sizes_it_cannot_honour(kde):
+    sigmas = polynomial(4, 0.002, 80.0)
+    with pytest.raises(FewstepError, match=r"^seeds must be integers in \[0, 2\*\*63\), got \[0.5\]"):
+        fewstep.sample(kde, "euler", sigmas, [0.5, 2])  # 0.5 would be truncated into seed 0's sample
+    with pytest.raises(FewstepError, match=r"got \[-1\]"):
+        fewstep.sample(kde, "euler", sigmas, [-1, 2])
+    with pytest.raises(FewstepError, match=r"^shape=\(1, 7, 7\), but the denoiser samples \(1, 8, 8\)"):
+        fewstep.sample(kde, "euler", sigmas, range(2), (1, 7, 7))
+    with pytest.raises(FewstepError, match="batch_size must be a positive integer, got 0"):
+        fewstep.sample(kde, "euler", sigmas, range(2), batch_size=0)
+    import numpy as np
+
+    numpy_seeds = fewstep.sample(kde, "euler", sigmas, np.arange(3))
+    assert torch.equal(numpy_seeds, fewstep.sample(kde, "euler", sigmas, range(3)))
+
+
 def test_evaluate_refuses_non_finite_images_naming_their_rows():
     data = digits().images[:300]
     samples = data[:64].clone()

@@ -24,10 +24,39 @@ from fewstep.solvers.sampler import Sampler  # noqa: F401 - fewstep.Sampler
 
 def _shape(denoiser, shape) -> tuple[int, ...]:
     declared = traits(denoiser)
-    shape = shape or declared.sample_shape or declared.image_shape
+    own = declared.sample_shape or declared.image_shape
+    if shape and own and tuple(int(d) for d in shape) != own:
+        raise FewstepError(f"shape={tuple(shape)}, but the denoiser samples {own} (its sample_shape or image_shape); "
+                           f"leave shape out or pass {own}")  # fmt: skip
+    shape = shape or own
     if not shape:
         raise FewstepError("give shape=(C, H, W): the denoiser declares no sample_shape or image_shape")
     return tuple(int(d) for d in shape)
+
+
+def _seeds(seeds) -> torch.Tensor:
+    """Seeds as int64, each an integer in [0, 2**63): a float seed would be truncated into another sample's."""
+    import operator
+
+    from fewstep.utils.options import MAX_SEED
+
+    def integer(seed):
+        try:
+            return None if isinstance(seed, bool) else operator.index(seed)  # ints, numpy and torch integers
+        except TypeError:
+            return None
+
+    values = list(seeds)
+    bad = [s for s in values if integer(s) is None or not 0 <= integer(s) <= MAX_SEED]
+    if bad or not values:
+        raise FewstepError(f"seeds must be integers in [0, 2**63), got {bad[:5] if bad else 'none'}")
+    return torch.tensor([integer(s) for s in values], dtype=torch.long)
+
+
+def _batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise FewstepError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
 
 
 def _afs_prior(afs_prior, data):
@@ -100,10 +129,10 @@ def sample(
     sigmas = validate_sigmas(torch.as_tensor(sigmas, dtype=torch.float64).tolist(), low, high)
     sampler = Sampler.of(solver, sigmas, _afs_prior(afs_prior, afs_data), **options)
     shape, device = _shape(denoiser, shape), _device(denoiser, device)
-    seeds = torch.as_tensor(list(seeds), dtype=torch.long)
+    seeds = _seeds(seeds)
     out = []
     with torch.no_grad():
-        for chunk in seeds.split(int(batch_size)):
+        for chunk in seeds.split(_batch_size(batch_size)):
             x = sampler(denoiser, seeded_noise(chunk, shape).to(device), chunk)
             if not bool(torch.isfinite(x).all()):
                 raise FewstepError(f"non-finite samples for seeds {int(chunk[0])}..{int(chunk[-1])}: the denoiser "
@@ -151,6 +180,7 @@ def search_schedule(
     options = check_options(spec, dict(solver_options or {}))
     plan = plan_steps(spec, int(nfe), afs, bool(denoise_to_zero))
     shape, device = _shape(denoiser, shape), _device(denoiser, device)
+    batch_size = _batch_size(batch_size)
     declared = traits(denoiser)
     if declared.sigma_range is not None and not inside_range(sigma_min, sigma_max, declared.sigma_range):
         low, high = declared.sigma_range

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fewstep.errors import FewstepError
 from fewstep.models.denoiser import sigma_column
 
 # MKL's GEMM gives a row the same bits whatever the other rows are once the row count is a multiple of 16
@@ -45,10 +46,14 @@ class KDEDenoiser(nn.Module):
         self.register_buffer("points", points)
         self.register_buffer("half_sq_norms", 0.5 * (points.double() ** 2).sum(1).to(dtype))
         self.chunk_size = int(chunk_size)
+        self.image_shape = tuple(data.shape[1:])  # what it samples: the data's own shape
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         dtype = self.points.dtype
+        if x[0].numel() != self.points.shape[1]:
+            raise FewstepError(f"the KDE's data are {self.image_shape} ({self.points.shape[1]} values each); "
+                               f"x is {tuple(x.shape[1:])}")  # fmt: skip
         q = x.reshape(batch, -1).to(dtype) - self.center
         inv_var = 1.0 / sigma_column(sigma, batch, torch.float64, x.device) ** 2
         pad = -batch % _ROW_BLOCK
