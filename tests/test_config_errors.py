@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fewstep.errors import FewstepError
 
@@ -103,3 +104,34 @@ def test_an_added_key_nothing_reads_is_refused_with_the_keys_that_exist(make_cfg
         check_added_keys(cfg, ["+paths.cachedir=/x"], choices)
     with pytest.raises(FewstepError, match=r"^\+foo.bar=1: nothing reads a key 'foo' in the config; its keys: "):
         check_added_keys(cfg, ["+foo.bar=1"], choices)
+
+
+def file_cases(tmp_path: Path) -> list[tuple[list[str], str]]:
+    empty, garbage = tmp_path / "empty.npz", tmp_path / "garbage.npz"
+    empty.write_bytes(b"")
+    garbage.write_bytes(bytes(range(256)) * 4)
+    checkpoint = tmp_path / "empty.pt"
+    checkpoint.write_bytes(b"")
+    return [
+        (["experiment=quick", f"eval.reference_stats={empty}"],
+         f"error: eval.reference_stats {empty} cannot be read: it is empty (0 bytes); give the npz with mu and sigma"),
+        (["experiment=quick", f"eval.reference_stats={garbage}"],
+         f"error: eval.reference_stats {garbage} cannot be read: it is not an npz archive (an npz is a zip of .npy "
+         "arrays; this file starts with b'\\x00\\x01\\x02\\x03')"),
+        (["model=unet", f"model.denoiser.path={checkpoint}"],
+         f"error: checkpoint {checkpoint} is empty (0 bytes): its download or its writing was cut short"),
+        (["schedule.teacher_order=9"],
+         "error: schedule.teacher=ipndm schedule.teacher_order=9: ipndm max_order must be 1, 2, 3 or 4, got 9"),
+        (["trainer=ddp", "trainer.devices=1000"], "error: trainer.devices=1000 would start 1000 processes"),
+        *([(["trainer=gpu"], "error: trainer.accelerator=gpu needs a CUDA GPU")] if not torch.cuda.is_available()
+          else []),
+    ]  # fmt: skip
+
+
+def test_damaged_files_and_late_checks_are_one_line_from_run_py(tmp_path):
+    """As a user types them; none starts Lightning's processes or leaves a run directory."""
+    for args, line in file_cases(tmp_path):
+        done = run_py(args, tmp_path / "root")
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.stderr.startswith(line) and done.stderr.count("\n") == 1, done.stderr[-3000:]
+        assert run_dirs(tmp_path / "root") == []

@@ -142,13 +142,10 @@ def dataset_statistics(
 
 def load_statistics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Published statistics (EDM / GITS / pytorch-fid npz with `mu` and `sigma`), checked: shapes and finite."""
-    from fewstep.utils.storage import npz_problem
+    from fewstep.metrics.settings import check_statistics_file
 
     try:
-        problem = npz_problem(path)
-        if problem:
-            raise FewstepError(f"eval.reference_stats {path} cannot be read: {problem}; give the npz with mu and "
-                               "sigma (EDM's fid-refs, pytorch-fid --save-stats)")  # fmt: skip
+        check_statistics_file(path)
         with np.load(path, allow_pickle=False) as data:
             absent = [name for name in ("mu", "sigma") if name not in data.files]
             if absent:

@@ -178,6 +178,10 @@ def eval_settings(eval_cfg: DictConfig) -> EvalSettings:
     if not isinstance(save_npz, bool):
         raise FewstepError(f"eval.save_npz must be true or false, got {save_npz!r}")
     features = eval_cfg.features
+    if eval_cfg.get("reference_stats"):
+        from fewstep.metrics.settings import check_statistics_file  # a missing or damaged file fails now
+
+        check_statistics_file(eval_cfg.reference_stats)
     return EvalSettings(
         features=str(features.name),
         features_path=features.get("path"),
