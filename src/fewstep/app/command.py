@@ -15,8 +15,19 @@ def run_job(cfg):
 
     quiet_lightning()
     metrics = run_reporting_errors(cfg)
+    leave_process_group()
     print_run_dir(cfg)
     return metrics.get(cfg.get("optimized_metric", "fid")) if isinstance(metrics, dict) else None
+
+
+def leave_process_group() -> None:
+    """Destroy this rank's process group before the interpreter exits. Ranks other than 0 finish first (they skip
+    the scoring); one exiting with its gloo group alive was seen to abort ("terminate called without an active
+    exception", SIGABRT) while rank 0 still scored, and torchrun then stopped rank 0 too."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def hydra_main() -> None:
