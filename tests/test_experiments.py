@@ -49,7 +49,10 @@ def test_gits_cifar10_dry_run(tmp_path):
 
 def test_gits_cifar10_refuses_the_pickle_without_opt_in(tmp_path):
     weights = write_edm_pickle(tmp_path / "edm.pkl", TinyEDMNet(resolution=32, channels=3))
-    done = run_cli(["experiment=gits_cifar10", "trainer=cpu", f"model.denoiser.path={weights}"], tmp_path)
+    stats = tmp_path / "stats.npz"  # present, so that the pickle is what is refused
+    np.savez(stats, mu=np.zeros(4), sigma=np.eye(4))
+    done = run_cli(["experiment=gits_cifar10", "trainer=cpu", f"model.denoiser.path={weights}",
+                    f"eval.reference_stats={stats}"], tmp_path)  # fmt: skip
     assert done.returncode == 2
     assert "allow_pickle=true" in done.stderr and "Traceback" not in done.stderr
 
