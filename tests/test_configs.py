@@ -81,8 +81,9 @@ def test_solver_and_schedule_compose(make_cfg, solver, schedule):
         from fewstep.solvers import plan_for_schedule
 
         nfe = plan_for_schedule(spec, len(cfg.schedule.sigmas), cfg.solver.afs, False).nfe
-    # discrete is uniform in a model's timesteps: its default betas (SD 1.x) fit SD's sigma range, not the KDE's
-    sigma_range = (0.0292, 14.61) if schedule == "discrete" else (cfg.model.sigma_min, cfg.model.sigma_max)
+    # discrete is uniform in a model's timesteps and ays is a table made for one model: their defaults (SD 1.x) fit
+    # SD's sigma range, not the KDE's
+    sigma_range = (0.0292, 14.61) if schedule in ("discrete", "ays") else (cfg.model.sigma_min, cfg.model.sigma_max)
     if schedule == "oss" and spec.stochastic:  # the solver-aware search needs an ODE solver: one clear error
         with pytest.raises(FewstepError, match="searches for a deterministic solver"):
             build_sigmas(container(cfg.schedule), spec, nfe, cfg.solver.afs, False, *sigma_range)

@@ -27,8 +27,8 @@ STEPS = (1, 2, 5, 10, 60)
 @pytest.mark.parametrize("num_steps", STEPS)
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_schedule_contract(name, num_steps, sigma_min, sigma_max):
-    if name == "discrete" and sigma_max > 14.62:
-        pytest.skip("discrete's default betas (SD 1.x) span sigma 0.0292-14.61 only (an error, tested below)")
+    if name in ("discrete", "ays") and sigma_max > 14.62:
+        pytest.skip(f"{name}'s defaults (SD 1.x) span sigma 0.0292-14.61 only (an error, tested below)")
     sigmas = SCHEDULES[name](num_steps, sigma_min, sigma_max)
     assert sigmas.shape == (num_steps + 1,)
     assert sigmas.dtype == torch.float64
@@ -211,3 +211,101 @@ def test_discrete_schedule_is_uniform_in_the_model_timesteps():
     assert torch.allclose(t.diff(), t.diff()[0].expand(6), atol=1e-6) and t[0] > 998.9
     with pytest.raises(FewstepError, match="span sigma in .* the model's range is \\[0.002, 80\\]"):
         discrete(6, 0.002, 80.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# beta, kl_optimal and Align Your Steps: equal to diffusers' and the publications' values
+
+
+@pytest.mark.parametrize("num_steps", [1, 4, 10, 25])
+@pytest.mark.parametrize("alpha, beta_", [(0.6, 0.6), (0.5, 0.7), (2.0, 1.0)])
+@pytest.mark.parametrize("sigma_min, sigma_max", RANGES)
+def test_beta_equals_diffusers_beta_sigmas(num_steps, alpha, beta_, sigma_min, sigma_max):
+    from diffusers import EulerDiscreteScheduler
+
+    scheduler = EulerDiscreteScheduler()
+    theirs = scheduler._convert_to_beta(torch.tensor([sigma_max, sigma_min], dtype=torch.float64), num_steps + 1,
+                                        alpha=alpha, beta=beta_)  # fmt: skip
+    ours = make_schedule("beta", num_steps, sigma_min, sigma_max, alpha=alpha, beta=beta_, space="sigma")
+    assert torch.allclose(ours, torch.as_tensor(theirs, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("sigma_min, sigma_max", RANGES)
+def test_a_uniform_beta_is_time_uniform_in_vp_time_and_linear_in_sigma(sigma_min, sigma_max):
+    uniform = {"alpha": 1.0, "beta": 1.0}
+    in_time = make_schedule("beta", 9, sigma_min, sigma_max, **uniform)  # space=vp_time, the default
+    assert torch.allclose(in_time, time_uniform(9, sigma_min, sigma_max), rtol=1e-12, atol=0)
+    in_sigma = make_schedule("beta", 9, sigma_min, sigma_max, space="sigma", **uniform)
+    assert torch.allclose(in_sigma, polynomial(9, sigma_min, sigma_max, rho=1.0), rtol=1e-12, atol=0)
+
+
+def test_beta_refuses_a_bad_shape_parameter():
+    with pytest.raises(FewstepError, match="schedule.alpha .* must be a positive number, got 0"):
+        make_schedule("beta", 5, 0.002, 80.0, alpha=0)
+    with pytest.raises(FewstepError, match="schedule.space must be vp_time or sigma, got 'time'"):
+        make_schedule("beta", 5, 0.002, 80.0, space="time")
+
+
+@pytest.mark.parametrize("num_steps", [1, 5, 10, 40])
+def test_kl_optimal_is_uniform_in_arctan_sigma(num_steps):
+    import numpy as np
+
+    sigmas = make_schedule("kl_optimal", num_steps, 0.002, 80.0)
+    t = np.linspace(0, 1, num_steps + 1)
+    expected = np.tan((1 - t) * np.arctan(80.0) + t * np.arctan(0.002))  # the AYS paper's closed form, float64
+    assert np.allclose(sigmas.numpy(), expected, rtol=1e-12, atol=0)
+    # ComfyUI's kl_optimal (float32, the final 0 aside) agrees to float32 round-off
+    n = num_steps + 1
+    idx = torch.arange(n, dtype=torch.float).div_(n - 1)
+    comfy = (idx * math.atan(0.002) + (1 - idx) * math.atan(80.0)).tan_()
+    assert torch.allclose(sigmas.float(), comfy, rtol=1e-5)
+
+
+def loglinear_interp(t_steps, num_steps):
+    """The AYS paper's how-to (NVIDIA's page; ComfyUI copies it): log-linear interpolation of decreasing sigmas."""
+    import numpy as np
+
+    xs = np.linspace(0, 1, len(t_steps))
+    ys = np.log(t_steps[::-1])
+    return np.exp(np.interp(np.linspace(0, 1, num_steps), xs, ys))[::-1].copy()
+
+
+@pytest.mark.parametrize("table", ["sd15", "sdxl", "svd"])
+@pytest.mark.parametrize("num_steps", [4, 6, 10, 16, 30])
+def test_ays_is_the_published_table_and_its_log_linear_interpolation(table, num_steps):
+    import numpy as np
+
+    from fewstep.schedules.handcrafted import AYS_TABLES
+
+    published = AYS_TABLES[table]
+    sigmas = make_schedule("ays", num_steps, published[-1], published[0], table=table).numpy()
+    expected = np.array(published) if num_steps == 10 else loglinear_interp(published, num_steps + 1)
+    assert np.allclose(sigmas, expected, rtol=1e-12, atol=0)
+
+
+def test_ays_diffusers_tables_are_diffusers_values_and_the_how_to_tables_differ_from_them():
+    """diffusers' AysSchedules (the project page's 3-decimal tables) end with 0, a final step to zero; the how-to
+    page's full-precision tables (ComfyUI's) differ from them in the third decimal for SD 1.5 and SDXL."""
+    from diffusers.schedulers import AysSchedules
+
+    from fewstep.schedules.handcrafted import AYS_TABLES
+
+    for ours, theirs in (("sd15", "StableDiffusionSigmas"), ("sdxl", "StableDiffusionXLSigmas")):
+        published = AysSchedules[theirs]
+        sigmas = make_schedule("ays", 10, 0.0291671582, 14.615, table=f"{ours}_diffusers").tolist()
+        assert sigmas[:10] == published[:10] and published[10] == 0.0
+        assert max(abs(a - b) for a, b in zip(published[:10], AYS_TABLES[ours][:10], strict=True)) > 1e-3
+    svd = AysSchedules["StableDiffusionVideoSigmas"]
+    assert AYS_TABLES["svd"][:10] == svd[:10]
+
+
+def test_ays_ends_are_the_models_range_and_other_ranges_are_refused():
+    sigmas = make_schedule("ays", 10, 0.0292, 14.61)  # model=stable_diffusion's configured (rounded) range
+    assert sigmas[0].item() == 14.61 and sigmas[-1].item() == 0.0292
+    assert sigmas[1].item() == 6.4745760956
+    with pytest.raises(FewstepError, match=r"^schedule=ays: the Stable Diffusion 1.5 table spans sigma 14.6146 -> "
+                                           r"0.0291672, but this model's range is \[0.002, 80\]; the published "):
+        make_schedule("ays", 10, 0.002, 80.0)
+    with pytest.raises(FewstepError, match="schedule.table must be one of"):
+        make_schedule("ays", 10, 0.0292, 14.61, table="sd3")
+

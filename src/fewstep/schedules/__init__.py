@@ -8,8 +8,11 @@ import torch
 
 from fewstep.errors import FewstepError
 from fewstep.schedules.handcrafted import (
+    ays,
+    beta,
     check_range,
     discrete,
+    kl_optimal,
     logsnr,
     polynomial,
     time_quadratic,
@@ -25,6 +28,9 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
     "time_uniform": time_uniform,
     "time_quadratic": time_quadratic,
     "discrete": discrete,
+    "beta": beta,
+    "kl_optimal": kl_optimal,
+    "ays": ays,
 }
 
 
@@ -42,8 +48,11 @@ def make_schedule(name: str, num_steps: int, sigma_min: float, sigma_max: float,
 
 __all__ = [
     "SCHEDULES",
+    "ays",
+    "beta",
     "check_range",
     "discrete",
+    "kl_optimal",
     "logsnr",
     "make_schedule",
     "polynomial",

@@ -158,3 +158,86 @@ def validate_sigmas(sigmas, sigma_min: float | None = None, sigma_max: float | N
             "raise the last positive sigma, end with 0 to denoise, or set model.sigma_min"
         )
     return torch.tensor(values, dtype=torch.float64)
+
+
+def beta(num_steps: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6,
+         space: str = "vp_time", epsilon_s: float = 1e-3) -> torch.Tensor:  # fmt: skip
+    """Beta sampling (Lee et al. 2024, "Beta Sampling is All You Need"): steps at the Beta(alpha, beta) quantiles
+    of uniform fractions (the default Beta(0.6, 0.6) puts them at both ends). `space="vp_time"`: quantiles of the
+    time t of the linear-beta VP whose sigma(t) spans the range (the paper's timesteps; with alpha = beta = 1 this is
+    time_uniform); `space="sigma"`: linear in sigma, as diffusers' `use_beta_sigmas` computes it."""
+    import numpy as np
+    import scipy.stats
+
+    check_range(num_steps, sigma_min, sigma_max)
+    for name, value in (("alpha", alpha), ("beta", beta)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+            raise FewstepError(f"schedule.{name} (of the Beta distribution) must be a positive number, got {value!r}")
+    quantiles = [float(scipy.stats.beta.ppf(u, alpha, beta)) for u in 1 - np.linspace(0, 1, num_steps + 1)]
+    if space == "sigma":
+        sigmas = torch.tensor([sigma_min + q * (sigma_max - sigma_min) for q in quantiles], dtype=torch.float64)
+    elif space == "vp_time":
+        if not 0 < epsilon_s < 1:
+            raise FewstepError(f"schedule.epsilon_s (the VP end time) must lie in (0, 1), got {epsilon_s}")
+        beta_d, beta_min = vp_linear_betas(sigma_min, sigma_max, epsilon_s)
+        t = epsilon_s + torch.tensor(quantiles, dtype=torch.float64) * (1 - epsilon_s)
+        sigmas = torch.expm1(0.5 * beta_d * t**2 + beta_min * t).sqrt()
+    else:
+        raise FewstepError(f"schedule.space must be vp_time or sigma, got {space!r}")
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)
+
+
+def kl_optimal(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    """The KL-optimal schedule of Align Your Steps (Sabour et al. 2024, for data of a single point; ComfyUI's
+    `kl_optimal`): uniform in arctan(sigma)."""
+    check_range(num_steps, sigma_min, sigma_max)
+    t = _fractions(num_steps)
+    sigmas = torch.tan((1 - t) * math.atan(sigma_max) + t * math.atan(sigma_min))
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)
+
+
+# Align Your Steps (Sabour et al. 2024): the published 10-step sigmas, optimised for each model. Two versions
+# were published and differ in the third decimal for SD 1.5 and SDXL: NVIDIA's how-to page (full precision, the last
+# one the model's sigma_min; ComfyUI's) and the project page's 3-decimal table (diffusers' AysSchedules, which ends
+# with 0: a final step to zero, fewstep's denoise_to_zero). `table=sd15` is the former, `sd15_diffusers` the latter.
+AYS_TABLES = {
+    "sd15": [14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+             0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582],
+    "sdxl": [14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582],
+    "svd": [700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002],
+    "sd15_diffusers": [14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.0291671582],
+    "sdxl_diffusers": [14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.38, 0.234, 0.113, 0.0291671582],
+}  # fmt: skip
+AYS_MODELS = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL", "svd": "Stable Video Diffusion",
+              "sd15_diffusers": "Stable Diffusion 1.5 (diffusers)", "sdxl_diffusers": "SDXL (diffusers)"}  # fmt: skip
+AYS_RANGE_RTOL = 0.01  # a model's configured range matches a table's when both ends agree to 1% (configs round)
+
+
+def ays(num_steps: int, sigma_min: float, sigma_max: float, table: str = "sd15") -> torch.Tensor:
+    """Align Your Steps: the published table of the model it was optimised for (`table`: sd15, sdxl, svd and the
+    diffusers versions sd15_diffusers, sdxl_diffusers; see `AYS_TABLES`), at
+    other step counts log-linearly interpolated as the paper's how-to does. Only for a model whose sigma range is
+    the table's (the steps were optimised for that model, not for its range); the ends are the model's own."""
+    import numpy as np
+
+    check_range(num_steps, sigma_min, sigma_max)
+    if table not in AYS_TABLES:
+        raise FewstepError(f"schedule.table must be one of {sorted(AYS_TABLES)}, got {table!r}")
+    published = AYS_TABLES[table]
+    high, low = published[0], published[-1]
+    if not all(math.isclose(a, b, rel_tol=AYS_RANGE_RTOL) for a, b in ((high, sigma_max), (low, sigma_min))):
+        ranges: dict = {}
+        for key, values in AYS_TABLES.items():
+            ranges.setdefault(f"{values[0]:.4g} -> {values[-1]:.4g}", []).append(key)
+        tables = "; ".join(f"{', '.join(keys)}: sigma {span}" for span, keys in ranges.items())
+        raise FewstepError(f"schedule=ays: the {AYS_MODELS[table]} table spans sigma {high:g} -> {low:g}, but this "
+                           f"model's range is [{sigma_min:g}, {sigma_max:g}]; the published tables are {tables}; for "
+                           "another model use a search (schedule=gits, schedule=oss) or another schedule")  # fmt: skip
+    if num_steps + 1 == len(published):
+        sigmas = torch.tensor(published, dtype=torch.float64)
+    else:
+        xs = np.linspace(0, 1, len(published))
+        log_sigmas = np.interp(np.linspace(0, 1, num_steps + 1), xs, np.log(published[::-1]))
+        sigmas = torch.tensor(np.exp(log_sigmas)[::-1].copy(), dtype=torch.float64)
+    return _pin_endpoints(sigmas, sigma_min, sigma_max)  # the table's ends are the model's range, as configured
