@@ -222,8 +222,8 @@ def baseline_schedule(cfg: DictConfig) -> str | None:
     if not name or name == cfg.schedule.name:
         return None
     if name == "explicit" or is_search(name):
-        raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, time_uniform, "
-                           "time_quadratic, beta or kl_optimal (or null for no baseline)")  # fmt: skip
+        raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, "
+                           "time_uniform, time_quadratic, beta or kl_optimal (or null for no baseline)")  # fmt: skip
     return str(name)
 
 
