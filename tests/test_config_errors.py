@@ -30,7 +30,7 @@ CASES = [
     (["solver=ipdnm"], "error: solver=ipdnm: there is no solver option 'ipdnm' (did you mean ipndm?); the options, "
      "closest first: ipndm, ipndm_v, "),
     (["solver=foo"], "error: solver=foo: there is no solver option 'foo'; the options: deis, dpm, dpmpp, "),
-    (["schedule=foo"], "error: schedule=foo: there is no schedule option 'foo'; the options: discrete, explicit, gits"),
+    (["schedule=foo"], "error: schedule=foo: there is no schedule option 'foo'; the options: ays, beta, discrete, "),
     (["dataset=foo"], "error: dataset=foo: there is no dataset option 'foo'; the options: cifar10, digits, "),
     (["model=unet_mnist"], "error: model=unet_mnist: there is no model option 'unet_mnist' (did you mean "
      "unet_mnist5k?)"),

@@ -161,6 +161,44 @@ def test_recorded_evaluations_are_the_model_calls_made(solver, per_sample):
     assert parts["validation_runs"] > 0 and parts["validation_runs"] % 9 == 0
 
 
+@pytest.mark.parametrize("solver", ["euler", "heun", "ipndm"])
+def test_oss_is_never_worse_than_a_hand_crafted_path_on_its_validation_seeds(solver):
+    from fewstep.schedules.oss.method import HANDCRAFTED_CANDIDATES
+
+    denoiser = GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6))
+    settings = {"grid_size": 21, "num_warmup": 8, "min_warmup": 8, "num_validation": 16}
+    record = oss_search(settings, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=denoiser, shape=(1, 3, 3),
+                        sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
+    assert set(record["handcrafted"]) == set(HANDCRAFTED_CANDIDATES)
+    for name, against in record["handcrafted"].items():
+        assert against["difference"] <= 0 and record["path_cost"] <= against["value"], name
+        assert against["se"] >= 0
+    best = record["best_handcrafted"]
+    assert record["handcrafted"][best]["value"] == min(a["value"] for a in record["handcrafted"].values())
+
+
+def test_oss_returns_the_hand_crafted_path_when_it_is_best_on_the_validation_seeds(monkeypatch):
+    """The DP offers only a poor path (all steps crowded at the high end): the validation must return the best
+    hand-crafted grid path instead, unrefined."""
+    from fewstep.schedules.oss import method
+
+    def poor_dp(solve, bound, x, grid, states, num_steps, *args):
+        n = len(grid)
+        crowded = [*range(num_steps), n - 1]
+        return {"path": crowded, "values": torch.zeros(num_steps + 1, n), "finalists": [crowded], "evaluations": 0}
+
+    monkeypatch.setattr(method, "solver_aware_dp", poor_dp)
+    denoiser = GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6))
+    settings = {"grid_size": 21, "num_warmup": 4, "min_warmup": 4, "num_validation": 16, "refine": False}
+    record = oss_search(settings, sampler=Sampler.of("euler", [80.0, 0.002]), denoiser=denoiser, shape=(1, 3, 3),
+                        sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
+    best = record["best_handcrafted"]
+    assert record["start"] == best and record["start_values"]["dp 0"] > record["start_values"][best]
+    grid = torch.tensor(record["grid"], dtype=torch.float64)
+    assert record["indices"] == method.handcrafted_paths(grid, 4)[best]
+    assert record["handcrafted"][best]["difference"] == 0.0
+
+
 def test_refine_takes_only_significant_moves_and_keeps_a_path():
     target = [0, 4, 9, 15, 20]
     offsets = torch.linspace(-0.5, 0.5, 16)  # per-sample spread around each path's mean distance

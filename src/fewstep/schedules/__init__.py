@@ -34,6 +34,10 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+# the hand-crafted schedules defined for any sigma range (discrete needs a model's betas, ays is made for one
+# model's range): what searches compare with and plots show
+RANGE_FREE = ("polynomial", "logsnr", "time_uniform", "time_quadratic", "beta", "kl_optimal")
+
 SCHEDULE_ARGUMENTS = ("num_steps", "sigma_min", "sigma_max")  # what every schedule takes; the rest are options
 
 
@@ -47,6 +51,7 @@ def make_schedule(name: str, num_steps: int, sigma_min: float, sigma_max: float,
 
 
 __all__ = [
+    "RANGE_FREE",
     "SCHEDULES",
     "ays",
     "beta",

@@ -16,7 +16,7 @@ import torch
 
 from fewstep.data.seeds import seed_range, seeded_noise
 from fewstep.errors import FewstepError, NonFiniteError
-from fewstep.schedules.handcrafted import polynomial
+from fewstep.schedules import RANGE_FREE
 from fewstep.schedules.oss.kernel import (
     Replay,
     distances,
@@ -43,7 +43,10 @@ from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
-RECORD_VERSION = 2  # version 1 records undercounted the validation runs' evaluations: searched again, not reused
+RECORD_VERSION = 3  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone
+# the hand-crafted schedules whose grid paths the validation also runs: oss never returns a path worse, on the
+# validation seeds, than any of them (those made for one model's range, discrete and ays, are not candidates)
+HANDCRAFTED_CANDIDATES = RANGE_FREE
 
 
 def check_solver(spec: SolverSpec) -> None:
@@ -152,6 +155,22 @@ def oss_search(
     return on_main_then_broadcast(compute, is_main, broadcast, keep)
 
 
+def handcrafted_paths(grid: torch.Tensor, num_steps: int) -> dict[str, list[int]]:
+    """The grid path nearest each hand-crafted schedule (default options) with the grid's end points."""
+    from fewstep.schedules import make_schedule
+
+    low, high = float(grid[-1]), float(grid[0])
+    return {name: nearest_path(grid, make_schedule(name, num_steps, low, high)) for name in HANDCRAFTED_CANDIDATES}
+
+
+def paired_difference(result: torch.Tensor, other: torch.Tensor) -> dict:
+    """The searched path against another on the same validation seeds: the other's mean distance, and the mean
+    and standard error of (searched - other) per seed (negative: the search is better)."""
+    diff = (result - other).double()
+    se = float(diff.std(unbiased=True) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+    return {"value": float(other.mean()), "difference": float(diff.mean()), "se": se}
+
+
 def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
                total_steps: int, to_zero: bool, device) -> dict:  # fmt: skip
     from fewstep.models.denoiser import bind_seeds
@@ -192,7 +211,8 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         dp_path, values, per_sample_paths = found["path"], found["values"], None
         finalists = found["finalists"][: int(settings.finalists)]
 
-    # validation: whole runs from other noise pick among the finalists and the polynomial's grid path, then refine
+    # validation: whole runs from other noise pick among the finalists and every hand-crafted schedule's grid path,
+    # then refine; the record compares the result with each hand-crafted path, paired per seed
     validation = torch.tensor(seed_range(int(settings.warmup_seed) + int(settings.num_warmup),
                                          int(settings.num_validation)), dtype=torch.long)  # fmt: skip
     noise = seeded_noise(validation, shape).to(device) * float(grid[0])
@@ -209,10 +229,11 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         reached = run_to(solve_all, end_replay, noise, grid[candidate].tolist(), total_steps, to_zero)
         return distances(reached, target, settings.metric, start_point, end_point, final_dev)
 
-    polynomial_path = nearest_path(grid, polynomial(num_steps, float(grid[-1]), float(grid[0])))
     starts = {f"dp {rank}": path for rank, path in enumerate(finalists)}
-    if polynomial_path not in finalists:
-        starts["polynomial"] = polynomial_path
+    handcrafted = handcrafted_paths(grid, num_steps)
+    for name, candidate in handcrafted.items():
+        if candidate not in starts.values():
+            starts[name] = candidate
     scored = {name: final_distances(path) for name, path in starts.items()}
     start_values = {name: float(ends.mean()) for name, ends in scored.items()}
     start = min(start_values, key=lambda name: start_values[name])
@@ -220,6 +241,9 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     if settings.refine:
         path, ends = refine(final_distances, path, int(settings.refine_window), z=float(settings.significance))
     value = float(ends.mean())
+    scored_by_path = {tuple(starts[name]): distances for name, distances in scored.items()}  # each one is there
+    against = {name: paired_difference(ends, scored_by_path[tuple(candidate)])
+               for name, candidate in handcrafted.items()}  # fmt: skip
     spent["validation_runs"] = end_replay.evaluations * len(validation)  # each call is on the validation batch
     evaluations = sum(spent.values())
     if not math.isfinite(value):
@@ -237,6 +261,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count,
         "per_sample_paths": per_sample_paths, "dp_indices": dp_path, "start": start,
         "start_values": start_values, "validation_seeds": [int(validation[0]), len(validation)],
+        "handcrafted": against, "best_handcrafted": min(against, key=lambda name: against[name]["value"]),
         "evaluations": evaluations, "evaluations_by_part": spent,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
     }  # fmt: skip
