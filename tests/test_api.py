@@ -97,7 +97,7 @@ def test_sample_refuses_seeds_shapes_and_batch_sizes_it_cannot_honour(kde):
         fewstep.sample(kde, "euler", sigmas, [-1, 2])
     with pytest.raises(FewstepError, match=r"^shape=\(1, 7, 7\), but the denoiser samples \(1, 8, 8\)"):
         fewstep.sample(kde, "euler", sigmas, range(2), (1, 7, 7))
-    with pytest.raises(FewstepError, match="batch_size must be a positive integer, got 0"):
+    with pytest.raises(FewstepError, match="batch_size must be at least 1, got 0"):
         fewstep.sample(kde, "euler", sigmas, range(2), batch_size=0)
     import numpy as np
 

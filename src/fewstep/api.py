@@ -20,6 +20,7 @@ from fewstep.errors import FewstepError
 from fewstep.models.denoiser import device_of, traits, weights_fingerprint
 from fewstep.schedules.schedule import Schedule
 from fewstep.solvers.sampler import Sampler  # noqa: F401 - fewstep.Sampler
+from fewstep.utils.options import MAX_SEED, integer
 
 
 def _shape(denoiser, shape) -> tuple[int, ...]:
@@ -38,25 +39,18 @@ def _seeds(seeds) -> torch.Tensor:
     """Seeds as int64, each an integer in [0, 2**63): a float seed would be truncated into another sample's."""
     import operator
 
-    from fewstep.utils.options import MAX_SEED
-
-    def integer(seed):
+    def as_int(seed):
         try:
             return None if isinstance(seed, bool) else operator.index(seed)  # ints, numpy and torch integers
         except TypeError:
             return None
 
     values = list(seeds)
-    bad = [s for s in values if integer(s) is None or not 0 <= integer(s) <= MAX_SEED]
+    ints = [as_int(s) for s in values]
+    bad = [s for s, i in zip(values, ints, strict=True) if i is None or not 0 <= i <= MAX_SEED]
     if bad or not values:
         raise FewstepError(f"seeds must be integers in [0, 2**63), got {bad[:5] if bad else 'none'}")
-    return torch.tensor([integer(s) for s in values], dtype=torch.long)
-
-
-def _batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise FewstepError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
+    return torch.tensor(ints, dtype=torch.long)
 
 
 def _afs_prior(afs_prior, data):
@@ -132,7 +126,7 @@ def sample(
     seeds = _seeds(seeds)
     out = []
     with torch.no_grad():
-        for chunk in seeds.split(_batch_size(batch_size)):
+        for chunk in seeds.split(integer("batch_size", batch_size, 1)):
             x = sampler(denoiser, seeded_noise(chunk, shape).to(device), chunk)
             if not bool(torch.isfinite(x).all()):
                 raise FewstepError(f"non-finite samples for seeds {int(chunk[0])}..{int(chunk[-1])}: the denoiser "
@@ -180,7 +174,7 @@ def search_schedule(
     options = check_options(spec, dict(solver_options or {}))
     plan = plan_steps(spec, int(nfe), afs, bool(denoise_to_zero))
     shape, device = _shape(denoiser, shape), _device(denoiser, device)
-    batch_size = _batch_size(batch_size)
+    batch_size = integer("batch_size", batch_size, 1)
     declared = traits(denoiser)
     if declared.sigma_range is not None and not inside_range(sigma_min, sigma_max, declared.sigma_range):
         low, high = declared.sigma_range

@@ -96,7 +96,9 @@ def run_reporting_errors(cfg):
             set_threads(cfg)
         return run(cfg)
     except (FewstepError, InstantiationException) as err:  # a constructor refusing its config: one line too
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        from fewstep.app.config.overrides import one_line
+
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         remove_rejected_run_dir()
         sys.exit(2)
     except RunInterrupted as err:

@@ -47,12 +47,12 @@ def teacher(settings, grid: torch.Tensor, afs_prior=None) -> Sampler:
 def check_teacher(settings) -> None:
     """The teacher with its options (`teacher`, `teacher_order`) runs now on a toy denoiser and a 3-point grid, so
     that a bad option fails in one line before any data, model or warm-up."""
+    from fewstep.solvers.registry import dry_run
+
     grid = torch.tensor([2.0, 1.0, 0.5], dtype=torch.float64)
     sampler = teacher(settings, grid)
-    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
     try:
-        with torch.no_grad():
-            sampler.spec.fn(lambda x, sigma: 0.5 * x, x, grid, **sampler.options)
+        dry_run(sampler.spec, sampler.options, grid)
     except FewstepError as err:
         raise FewstepError(f"schedule.teacher={sampler.name} schedule.teacher_order={settings.teacher_order}: "
                            f"{err}") from None  # fmt: skip

@@ -41,3 +41,23 @@ def check_options(spec: SolverSpec, options: dict) -> dict:
 
     reject_unknown(f"solver {spec.name!r}", options, function_options(spec.fn, SOLVER_ARGUMENTS))
     return dict(options)
+
+
+def dry_run(spec: SolverSpec, options: dict, sigmas) -> None:
+    """Run the solver with its options on a toy denoiser, so that a bad option (max_order=9, a wrong type)
+    fails now, not after the data and the model have loaded."""
+    import torch
+
+    from fewstep.solvers.sde import per_sample_noise
+
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    seeds = torch.zeros(1, dtype=torch.long)
+    noise = {"noise": per_sample_noise(seeds, (1, 2, 2), x.dtype, x.device)} if spec.stochastic else {}
+    try:
+        with torch.no_grad():
+            spec.fn(lambda x, sigma: x * 0.5, x, sigmas, afs=None, **options, **noise)
+    except FewstepError:
+        raise
+    except Exception as err:
+        shown = ", ".join(f"solver.{k}={v!r}" for k, v in options.items()) or "its defaults"
+        raise FewstepError(f"solver={spec.name} fails with {shown}: {type(err).__name__}: {err}") from None

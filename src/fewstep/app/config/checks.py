@@ -161,21 +161,3 @@ def check_nfe(cfg: DictConfig) -> int:
                            f"eval.reference.num_steps={reference.num_steps}): the reference solution would be coarser "
                            "than the sampler; lower nfe or raise eval.reference.num_steps")  # fmt: skip
     return nfe
-
-
-def dry_run(spec, options: dict, sigmas: torch.Tensor) -> None:
-    """Run the solver with its options on a toy denoiser, so that a bad option (max_order=9, a wrong type)
-    fails now, not after the data and the model have loaded."""
-    from fewstep.solvers import per_sample_noise
-
-    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
-    seeds = torch.zeros(1, dtype=torch.long)
-    noise = {"noise": per_sample_noise(seeds, (1, 2, 2), x.dtype, x.device)} if spec.stochastic else {}
-    try:
-        with torch.no_grad():
-            spec.fn(lambda x, sigma: x * 0.5, x, sigmas, afs=None, **options, **noise)
-    except FewstepError:
-        raise
-    except Exception as err:
-        shown = ", ".join(f"solver.{k}={v!r}" for k, v in options.items()) or "its defaults"
-        raise FewstepError(f"solver={spec.name} fails with {shown}: {type(err).__name__}: {err}") from None

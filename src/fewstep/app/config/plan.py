@@ -138,7 +138,8 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     runs the GITS warm-up across ranks and broadcasts the search; it is started only after the data, the model and
     the feature network have loaded, so that a config error never waits for Lightning. Without one, a search runs
     in this process (`LocalRunner`)."""
-    from fewstep.app.config.checks import check_common, check_nfe, dry_run
+    from fewstep.app.config.checks import check_common, check_nfe
+    from fewstep.solvers.registry import dry_run
     from fewstep.utils.options import options_like, signature_defaults
 
     # 1. checks, before anything loads
