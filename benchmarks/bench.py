@@ -27,6 +27,10 @@
 12. Threads per job (--only threads): a two-job joblib sweep with torch's default threads per job and threads=auto.
 13. DDP fixed overheads (--only ddp): one run in 1 and 2 processes, and the primitives (process group start-up,
    broadcast, all-reduce of feature sums, shard writes) timed in a two-process gloo group.
+14. Held-out denoisers (--only heldout; not in the default run, about an hour here): every range-free hand-crafted
+   schedule, GITS, oss and ld3 for each solver (--solvers) and NFE (--nfes) on two Gaussian mixtures drawn from a
+   seed (--heldout-seed; new each run by default), the digits KDE, the mnist5k KDE and with --heldout-unet the
+   shipped U-Net: ratios to the best hand-crafted schedule with paired standard errors, and each search's cost.
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -42,6 +46,7 @@ from ddp import ddp_overheads
 from determinism import determinism
 from evaluation import evaluation
 from gits_tables import gits_timings, truncation_table
+from heldout import heldout
 from learned import learned_model
 from overhead import lightning_overhead, solver_overhead
 from reference import reference_choice
@@ -84,6 +89,9 @@ def main() -> None:
     parser.add_argument("--solvers", nargs="*", default=list(DETERMINISTIC), help="solvers of the searches table")
     parser.add_argument("--nfes", nargs="*", type=int, default=[4, 5, 6, 8, 10], help="NFEs of the searches table")
     parser.add_argument("--learned-samples", type=int, default=512, help="samples per cell of the learned table")
+    parser.add_argument("--heldout-samples", type=int, default=256, help="samples per cell of the held-out table")
+    parser.add_argument("--heldout-seed", type=int, default=None, help="the mixtures' seed (default: new each run)")
+    parser.add_argument("--heldout-unet", action="store_true", help="the held-out table also on unet_mnist5k")
     parser.add_argument(
         "--compare-weights",
         nargs="*",
@@ -137,6 +145,8 @@ def main() -> None:
         joblib_threads()
     if "ddp" in args.only:
         ddp_overheads()
+    if "heldout" in args.only:
+        heldout(args.solvers, args.nfes, args.heldout_samples, args.heldout_seed, args.heldout_unet)
 
 
 if __name__ == "__main__":

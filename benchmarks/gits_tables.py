@@ -50,7 +50,8 @@ def gits_sigmas(cost: torch.Tensor, settings, spec, plan, data, denoiser, afs) -
     grid = base_grid(settings, 0.002, 80.0)
     seeds = settings.afs_seeds
     pick = afs_insertion(denoiser, data.shape, Sampler(spec, grid, {}, afs), seeds)
-    afs_step = (lambda path: pick(path, grid, teacher(settings, grid))) if plan.afs and settings.afs_insert else None
+    inserts = plan.afs and settings.afs_insert
+    afs_step = (lambda path: pick(path, grid, teacher(settings, grid))[:2]) if inserts else None
     path, _, _ = search_path(cost, settings.coeff, plan.num_steps, afs_step)
     return grid[path]
 

@@ -89,3 +89,21 @@ def gemm_bits_depend_on_threads() -> bool:
         return not torch.equal(two, denoiser(x, 3.0))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def mnist5k_problem():
+    """The default data and model (mnist5k, KDE), and a Heun-100 reference from 128 held-out seeds (0..127)."""
+    import torch
+
+    from fewstep.data import mnist5k, seeded_noise
+    from fewstep.models import KDEDenoiser
+    from fewstep.schedules import polynomial
+    from fewstep.solvers import heun
+
+    data = mnist5k()
+    denoiser = KDEDenoiser(data.images)
+    seeds = torch.arange(128)
+    noise = seeded_noise(seeds, data.shape)
+    reference = heun(denoiser, noise * 80.0, polynomial(100, 0.002, 80.0))
+    return data, denoiser, seeds, noise, reference

@@ -70,7 +70,7 @@ def test_bad_api_input_is_one_clear_error(kde):
         fewstep.sample(kde, "euler", [1.0, 2.0], range(2), (1, 8, 8))
     with pytest.raises(FewstepError, match="give shape="):
         fewstep.sample(lambda x, s: x, "euler", sigmas, range(2))
-    with pytest.raises(FewstepError, match="'ays' is not a schedule search; choose one of \\['gits', 'oss'"):
+    with pytest.raises(FewstepError, match="'ays' is not a schedule search; choose one of \\['gits', 'oss', 'ld3'"):
         fewstep.search_schedule(kde, shape=(1, 8, 8), method="ays")
     with pytest.raises(FewstepError, match="takes options"):
         fewstep.search_schedule(kde, shape=(1, 8, 8), coef=1.2)

@@ -140,7 +140,8 @@ def test_math_packages_import_neither_lightning_nor_hydra():
     code = (
         "import sys\n"
         + "".join(f"import fewstep.{p}\n" for p in MATH)
-        + "import fewstep.schedules.gits, fewstep.schedules.oss, fewstep.api, fewstep.schedules.plot\n"
+        + "import fewstep.schedules.gits, fewstep.schedules.oss, fewstep.schedules.ld3\n"
+        + "import fewstep.api, fewstep.schedules.plot\n"
         + f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({FRAMEWORKS!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
@@ -181,7 +182,7 @@ def test_tasks_hold_only_task_functions():
         assert len(path.read_text().splitlines()) < 200, f"{path.name} is no longer a short recipe"
 
 
-SEARCH_NAMES = ("gits", "oss")
+SEARCH_NAMES = ("gits", "oss", "ld3")
 
 
 def branches_on_a_search(tree: ast.AST) -> list[str]:

@@ -18,8 +18,8 @@ def test_solver_listing_names_every_solver_with_cost_order_and_options():
 
 def test_every_solver_and_schedule_has_a_config_and_vice_versa():
     assert {p.stem for p in (CONF / "solver").glob("*.yaml")} == set(SOLVERS)
-    assert {p.stem for p in (CONF / "schedule").glob("*.yaml")} == set(SCHEDULES) | {"explicit", "gits", "oss"}
-    assert all(f"| {name} |" in schedules_table() for name in [*SCHEDULES, "explicit", "gits", "oss"])
+    assert {p.stem for p in (CONF / "schedule").glob("*.yaml")} == set(SCHEDULES) | {"explicit", "gits", "oss", "ld3"}
+    assert all(f"| {name} |" in schedules_table() for name in [*SCHEDULES, "explicit", "gits", "oss", "ld3"])
 
 
 def test_run_help_points_to_the_listing():

@@ -23,7 +23,7 @@ from fewstep.schedules.oss import (
     planned_evaluations,
     solver_aware_dp,
 )
-from fewstep.schedules.oss.kernel import nearest_path, refine, significantly_lower
+from fewstep.schedules.oss.kernel import Validation, nearest_path, race, refine, significantly_lower
 from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import Sampler, get_solver, ipndm
 
@@ -206,7 +206,7 @@ def test_refine_takes_only_significant_moves_and_keeps_a_path():
     def distances(path):
         return sum((a - b) ** 2 for a, b in zip(path, target, strict=True)) + 1.0 + offsets
 
-    path, ends = refine(distances, [0, 1, 2, 3, 20], window=3, z=2.0)
+    path, ends = refine(Validation([distances]), [0, 1, 2, 3, 20], window=3, z=2.0)
     assert path == target and torch.equal(ends, distances(target))
     assert all(a < b for a, b in zip(path, path[1:], strict=False))
 
@@ -215,8 +215,41 @@ def test_refine_takes_only_significant_moves_and_keeps_a_path():
         return 5.0 + torch.randn(16, generator=generator)
 
     start = [0, 5, 10, 15, 20]
-    assert refine(noisy, start, window=3, z=3.0)[0] == start
+    assert refine(Validation([noisy]), start, window=3, z=3.0)[0] == start
     assert significantly_lower(torch.zeros(4), torch.ones(4), 2.0)  # no spread: any lower mean
+
+
+def test_race_stops_significantly_worse_candidates_after_their_chunk():
+    runs = []
+    spread = torch.linspace(-0.5, 0.5, 8)
+
+    def chunk(m):
+        def distances(path):
+            runs.append((tuple(path), m))
+            return float(path[1]) + spread  # the mean is the first interior index: [0, 1, 9] is best
+        return distances
+
+    validation = Validation([chunk(0), chunk(1), chunk(2)])
+    candidates = {"a": [0, 5, 9], "b": [0, 1, 9], "c": [0, 1, 9], "d": [0, 2, 9]}
+    assert race(validation, candidates, z=2.0) == "b"  # the first of equals
+    assert len(validation.seen([0, 5, 9])) == len(validation.seen([0, 2, 9])) == 8  # dropped after one chunk
+    assert len(validation.seen([0, 1, 9])) == 24 and runs.count(((0, 1, 9), 0)) == 1  # each chunk runs once per path
+
+
+def test_refine_runs_a_trial_past_its_first_chunk_only_when_it_beats_the_path_there():
+    target, offsets = [0, 4, 9], torch.linspace(-0.5, 0.5, 8)
+    runs = []
+
+    def chunk(m):
+        def distances(path):
+            runs.append((tuple(path), m))
+            return (path[1] - target[1]) ** 2 + 1.0 + offsets
+        return distances
+
+    path, _ = refine(Validation([chunk(0), chunk(1)]), [0, 2, 9], window=3, z=2.0)
+    assert path == target
+    second = {p for p, m in runs if m == 1}
+    assert second == {(0, 2, 9), (0, 3, 9), (0, 4, 9)}  # [0, 1, 9] and [0, 5, 9] lost on the first chunk
 
 
 def test_median_path_and_nearest_path():
@@ -229,9 +262,28 @@ def test_median_path_and_nearest_path():
 def test_budget_sets_the_warmup_size():
     from fewstep.schedules.oss import warmup_size
 
-    assert warmup_size(OssSettings(), 400) == 32  # 1-evaluation solvers: num_warmup
-    assert warmup_size(OssSettings(), 5000) == 8  # budget would allow 3: min_warmup
+    assert warmup_size(OssSettings(), 200) == 32  # 1-evaluation solvers, few steps: num_warmup
+    assert warmup_size(OssSettings(), 5000) == 8  # budget would allow 1: min_warmup
     assert warmup_size(OssSettings(budget=2.0), 1000) == 30
+
+
+def test_dp_plan_coarsens_the_grid_before_overspending():
+    """A DP sample of heun (one evaluation per candidate target) at 5 steps costs ~7,000 evaluations on the full
+    grid: min_warmup samples would spend 3.6 warm-ups, so the DP steps between every k-th grid point instead."""
+    from fewstep.schedules.oss.method import GITS_REFERENCE_WARMUP, dp_grid, dp_plan, planned_evaluations
+
+    settings = OssSettings()
+    for solver, steps in [("euler", 6), ("ipndm", 10), ("heun", 3), ("heun", 5), ("unipc", 8)]:
+        sampler = Sampler.of(solver, [80.0, 0.002])
+        count, stride = dp_plan(settings, sampler, steps)
+        points = dp_grid(61, stride)
+        per_sample = planned_evaluations(sampler, len(points), steps) + 61 - len(points)
+        assert count * per_sample <= settings.budget * GITS_REFERENCE_WARMUP * 60 or count == settings.min_warmup
+        assert count >= settings.min_warmup and points[-1] == 60 and len(points) - 1 >= steps
+        if solver in ("euler", "ipndm"):
+            assert stride == 1, solver
+        else:
+            assert stride > 1 and count * per_sample <= settings.budget * GITS_REFERENCE_WARMUP * 60, solver
 
 
 def test_bad_oss_settings_are_one_clear_error(make_cfg):
@@ -314,21 +366,6 @@ def test_api_search_schedule_oss_equals_the_search():
     direct = oss_search({"grid_size": 11, "num_warmup": 4, "min_warmup": 4}, sampler=Sampler.of("ipndm_v", [80, 0.002]),
                     denoiser=denoiser, shape=(1, 2, 2), sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
     assert schedule.indices == direct["indices"] and schedule.sigmas.tolist() == direct["sigmas"]
-
-
-@pytest.fixture(scope="module")
-def mnist5k_problem():
-    """The default data and model (mnist5k, KDE), and a Heun-100 reference from 128 held-out seeds."""
-    from fewstep.data import mnist5k
-    from fewstep.models import KDEDenoiser
-    from fewstep.solvers import heun
-
-    data = mnist5k()
-    denoiser = KDEDenoiser(data.images)
-    seeds = torch.arange(128)
-    noise = seeded_noise(seeds, data.shape)
-    reference = heun(denoiser, noise * 80.0, polynomial(100, 0.002, 80.0))
-    return data, denoiser, seeds, noise, reference
 
 
 def truncation_errors(problem, solver: str, nfe: int, cache) -> dict:

@@ -14,6 +14,7 @@ from fewstep.errors import FewstepError
 REGISTRY: dict[str, str] = {
     "gits": "fewstep.schedules.gits.method:SEARCH",
     "oss": "fewstep.schedules.oss.method:SEARCH",
+    "ld3": "fewstep.schedules.ld3.method:SEARCH",
 }
 _registered: dict[str, SearchMethod] = {}
 

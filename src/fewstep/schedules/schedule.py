@@ -18,8 +18,10 @@ class Schedule:
         return str(self.record.get("method", "gits"))
 
     @property
-    def indices(self) -> list[int]:
-        return list(self.record["indices"])
+    def indices(self) -> list[int] | None:
+        """The grid indices of the searched path; None for a search not confined to the grid (ld3)."""
+        indices = self.record.get("indices")
+        return None if indices is None else list(indices)
 
     @property
     def grid(self) -> torch.Tensor:

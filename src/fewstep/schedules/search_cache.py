@@ -34,9 +34,12 @@ class SearchCache:
     def schedule_path(self, key: str) -> Path:
         return Path(self.root) / "schedules" / f"{key}.json"
 
-    def read_schedule(self, key: str, grid, num_steps: int, sigma_range) -> dict | None:
-        return read_entry(self.schedule_path(key), load_json, check_schedule(grid, num_steps, sigma_range),
-                          f"{self.name} schedule cache", "searching again")  # fmt: skip
+    def read_schedule(self, key: str, grid, num_steps: int, sigma_range, on_grid: bool = True) -> dict | None:
+        """The cached schedule, checked: a path on `grid` (or, `on_grid=False`, any schedule from the grid's first
+        to its last sigma: a search that is not confined to a grid, ld3)."""
+        check = check_schedule(grid, num_steps, sigma_range) if on_grid else check_sigmas(grid, num_steps, sigma_range)
+        return read_entry(self.schedule_path(key), load_json, check, f"{self.name} schedule cache",
+                          "searching again")  # fmt: skip
 
     def write_schedule(self, key: str, record: dict) -> None:
         write_json(self.schedule_path(key), record)
@@ -59,5 +62,23 @@ def check_schedule(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float,
         low, high = sigma_range
         require(inside_range(float(values[-1]), float(values[0]), (low, high)), f"sigmas outside [{low:g}, {high:g}]")
         require(torch.allclose(values, grid.double()[indices], rtol=1e-12, atol=0), "sigmas are not the grid's")
+
+    return check
+
+
+def check_sigmas(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float, float]):
+    """A cached schedule not confined to a grid: num_steps + 1 finite, strictly decreasing sigmas from the grid's
+    first value to its last, inside the model's range."""
+
+    def check(record: dict) -> None:
+        sigmas = record.get("sigmas")
+        require(isinstance(sigmas, list) and len(sigmas) == num_steps + 1 and finite(sigmas),
+                f"not {num_steps + 1} finite sigmas")  # fmt: skip
+        values = torch.tensor(sigmas, dtype=torch.float64)
+        require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
+        low, high = sigma_range
+        require(inside_range(float(values[-1]), float(values[0]), (low, high)), f"sigmas outside [{low:g}, {high:g}]")
+        ends = values[[0, -1]]
+        require(torch.allclose(ends, grid.double()[[0, -1]], rtol=1e-12, atol=0), "sigmas do not span the grid's")
 
     return check

@@ -9,14 +9,13 @@ usual update there, as ipndm does (their slopes were evaluated at sigma > 0).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from fewstep.errors import FewstepError
-from fewstep.solvers.ode import Callback, model_for_step, report_step, step_pairs
+from fewstep.solvers.ode import Callback, expm1, log, model_for_step, report_step, sigma_values, step_pairs
 
 
 def _check_order(name: str, max_order: int, highest: int) -> None:
@@ -37,12 +36,15 @@ def _order(i: int, num_steps: int, max_order: int, lower_order_final: bool, sigm
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(32)
 
 
-def lagrange_weights(nodes: list[float], start: float, end: float, time: Callable[[np.ndarray], np.ndarray]) -> list:
+def lagrange_weights(nodes: list, start, end, time: Callable) -> list:
     """w_j = integral over sigma in [start, end] of l_j(time(sigma)), l_j the Lagrange basis on time(nodes).
 
     32-point Gauss-Legendre: exact for polynomials in sigma of degree < 64 (iPNDM-v), and accurate to about
     machine precision for the smooth VP time map of DEIS (the reference code uses a 10,000-point Riemann sum).
+    With tensor sigmas (see `fewstep.solvers.ode.sigma_values`) the same sums in torch, differentiable.
     """
+    if isinstance(start, torch.Tensor) or isinstance(end, torch.Tensor):
+        return _lagrange_weights_torch(nodes, start, end, time)
     sigma = 0.5 * (end - start) * _GAUSS_NODES + 0.5 * (end + start)
     tau, knots = time(sigma), time(np.asarray(nodes, dtype=np.float64))
     weights = []
@@ -52,6 +54,21 @@ def lagrange_weights(nodes: list[float], start: float, end: float, time: Callabl
             if k != j:
                 basis *= (tau - other) / (knot - other)
         weights.append(float(0.5 * (end - start) * np.dot(_GAUSS_WEIGHTS, basis)))
+    return weights
+
+
+def _lagrange_weights_torch(nodes: list, start, end, time: Callable) -> list:
+    gauss_nodes, gauss_weights = torch.from_numpy(_GAUSS_NODES), torch.from_numpy(_GAUSS_WEIGHTS)
+    sigma = 0.5 * (end - start) * gauss_nodes + 0.5 * (end + start)
+    tau = time(sigma)
+    knots = [time(torch.as_tensor(node, dtype=torch.float64)) for node in nodes]
+    weights = []
+    for j, knot in enumerate(knots):
+        basis = torch.ones_like(tau)
+        for k, other in enumerate(knots):
+            if k != j:
+                basis = basis * (tau - other) / (knot - other)
+        weights.append(0.5 * (end - start) * (gauss_weights * basis).sum())
     return weights
 
 
@@ -66,7 +83,9 @@ def vp_time_of_sigma(sigma_min: float = 0.002, sigma_max: float = 80.0, epsilon_
 
     beta_d, beta_min = vp_linear_betas(sigma_min, sigma_max, epsilon_s)
 
-    def time(sigma: np.ndarray) -> np.ndarray:
+    def time(sigma):
+        if isinstance(sigma, torch.Tensor):
+            return (torch.sqrt(beta_min**2 + 2 * beta_d * torch.log1p(sigma**2)) - beta_min) / beta_d
         return (np.sqrt(beta_min**2 + 2 * beta_d * np.log1p(np.asarray(sigma) ** 2)) - beta_min) / beta_d
 
     return time
@@ -144,13 +163,13 @@ def dpmpp(
     history: list[tuple[float, torch.Tensor]] = []  # (lambda, D), newest last
     for i, (s, s_next) in step_pairs(sigmas):
         denoised = model_for_step(denoiser, afs, i)(x, s)
-        history = [*history, (-math.log(s), denoised)][-3:]
+        history = [*history, (-log(s), denoised)][-3:]
         order = min(_order(i, num_steps, max_order, lower_order_final, s_next), len(history))
         ratio = s_next / s
         phi_1 = ratio - 1.0  # expm1(-h), exact also for s_next = 0
         x_next = ratio * x - phi_1 * denoised
         if order >= 2:
-            h = math.log(s / s_next)
+            h = log(s / s_next)
             lam0, d0 = history[-1]
             lam1, d1 = history[-2]
             r0 = (lam0 - lam1) / h
@@ -175,19 +194,31 @@ def dpmpp(
 # UniPC (multistep predictor-corrector, data prediction)
 
 
-def _unipc_coefficients(rks: list[float], hh: float, b_h: float, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """The linear system R rho = b of UniPC (Zhao et al. 2023), in float64."""
-    h_phi_1 = math.expm1(hh)
+def _unipc_coefficients(rks: list, hh, b_h, order: int) -> tuple:
+    """The linear system R rho = b of UniPC (Zhao et al. 2023), in float64 (numpy; torch for tensor sigmas)."""
+    h_phi_1 = expm1(hh)
     h_phi_k = h_phi_1 / hh - 1.0
     factorial = 1
     rows, rhs = [], []
-    nodes = np.asarray([*rks, 1.0], dtype=np.float64)
+    differentiable = isinstance(hh, torch.Tensor)
+    if differentiable:
+        nodes = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in [*rks, 1.0]])
+    else:
+        nodes = np.asarray([*rks, 1.0], dtype=np.float64)
     for k in range(1, order + 1):
         rows.append(nodes ** (k - 1))
         rhs.append(h_phi_k * factorial / b_h)
         factorial *= k + 1
         h_phi_k = h_phi_k / hh - 1.0 / factorial
+    if differentiable:
+        return torch.stack(rows), torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in rhs])
     return np.stack(rows), np.asarray(rhs)
+
+
+def _solve(matrix, rhs) -> list:
+    if isinstance(matrix, torch.Tensor):
+        return list(torch.linalg.solve(matrix, rhs).unbind(0))
+    return np.linalg.solve(matrix, rhs).tolist()
 
 
 def unipc(
@@ -213,9 +244,9 @@ def unipc(
     if variant not in ("bh1", "bh2"):
         raise FewstepError(f"unipc variant must be 'bh1' or 'bh2', got {variant!r}")
     num_steps = len(sigmas) - 1
-    values = sigmas.tolist()
+    values = sigma_values(sigmas)
     denoised = model_for_step(denoiser, afs, 0)(x, values[0])
-    history: list[tuple[float, torch.Tensor]] = [(-math.log(values[0]), denoised)]  # (lambda, D), newest last
+    history: list[tuple[float, torch.Tensor]] = [(-log(values[0]), denoised)]  # (lambda, D), newest last
     for i, (s, s_next) in step_pairs(sigmas):
         order = min(_order(i, num_steps, max_order, lower_order_final, s_next), len(history))
         ratio = s_next / s
@@ -224,27 +255,27 @@ def unipc(
         if s_next == 0:
             x_next, denoised_next = x_base, None
         else:
-            hh = -math.log(s / s_next)
-            b_h = hh if variant == "bh1" else math.expm1(hh)
+            hh = -log(s / s_next)
+            b_h = hh if variant == "bh1" else expm1(hh)
             lam0, d0 = history[-1]
             rks = [(history[-(k + 1)][0] - lam0) / -hh for k in range(1, order)]
             diffs = [(history[-(k + 1)][1] - d0) / rk for k, rk in zip(range(1, order), rks, strict=True)]
             matrix, rhs = _unipc_coefficients(rks, hh, b_h, order)
             x_next = x_base
             if diffs:
-                rhos_p = [0.5] if order == 2 else np.linalg.solve(matrix[:-1, :-1], rhs[:-1]).tolist()
+                rhos_p = [0.5] if order == 2 else _solve(matrix[:-1, :-1], rhs[:-1])
                 x_next = x_base - b_h * sum(r * g for r, g in zip(rhos_p, diffs, strict=True))
             denoised_next = None
             if not last:
                 denoised_next = denoiser(x_next, s_next)
                 if use_corrector:
-                    rhos_c = [0.5] if order == 1 else np.linalg.solve(matrix, rhs).tolist()
+                    rhos_c = [0.5] if order == 1 else _solve(matrix, rhs)
                     correction = sum(r * g for r, g in zip(rhos_c[:-1], diffs, strict=True)) + rhos_c[-1] * (
                         denoised_next - d0
                     )
                     x_next = x_base - b_h * correction
         report_step(callback, i, s, s_next, x, history[-1][1], x_next)
         if denoised_next is not None:
-            history = [*history, (-math.log(s_next), denoised_next)][-3:]
+            history = [*history, (-log(s_next), denoised_next)][-3:]
         x = x_next
     return x

@@ -11,6 +11,7 @@ The algorithms follow the GITS reference code (zju-pi/diff-sampler, solvers.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -20,8 +21,23 @@ from fewstep.errors import FewstepError
 Callback = Callable[[dict], None] | None
 
 
+def sigma_values(sigmas: torch.Tensor) -> list:
+    """The sigmas as float64 Python numbers (sigma arithmetic stays in double precision), or as 0-d float64 tensors
+    where `sigmas` requires grad, so that a solver's end state is differentiable in its schedule (`schedule=ld3`)."""
+    return list(sigmas.unbind(0)) if sigmas.requires_grad else sigmas.tolist()
+
+
+def log(value):
+    """math.log, or torch.log for a tensor sigma (see `sigma_values`)."""
+    return torch.log(value) if isinstance(value, torch.Tensor) else math.log(value)
+
+
+def expm1(value):
+    return torch.expm1(value) if isinstance(value, torch.Tensor) else math.expm1(value)
+
+
 def step_pairs(sigmas: torch.Tensor):
-    values = sigmas.tolist()  # float64 Python numbers: sigma arithmetic stays in double precision
+    values = sigma_values(sigmas)
     return enumerate(zip(values[:-1], values[1:], strict=True))
 
 

@@ -81,6 +81,20 @@ class Sampler:
         path = self.sigmas if sigmas is None else sigmas
         return self.spec.fn(bound, x, path, callback=callback, afs=afs, **options)
 
+    def model_calls(self, sigmas=None) -> int:
+        """Model calls one trajectory of this deterministic sampler makes on `sigmas` (default: its own); a call its
+        AFS prior answers is not one. Counted on a toy denoiser."""
+        calls = []
+
+        def probe(x, sigma):
+            calls.append(sigma)
+            return 0.5 * x
+
+        afs = (lambda x, sigma: 0.5 * x) if self.afs_prior is not None else None
+        path = self.sigmas if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
+        self.spec.fn(probe, torch.ones(1, 1, dtype=torch.float64), path, afs=afs, **self.options)
+        return len(calls)
+
     def as_solver(self, seeds) -> Callable:
         """This sampler in the plain solver signature `solver(denoiser, x, sigmas, *, callback=None)`, for code that
         records trajectories (GITS teacher, geometry)."""

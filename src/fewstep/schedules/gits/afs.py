@@ -12,10 +12,10 @@ from fewstep.solvers.sampler import Sampler
 
 
 def afs_insertion(denoiser, shape: tuple[int, ...], sampler: Sampler, seeds: list[int], device="cpu") -> Callable:
-    """`pick(path, grid, teacher) -> (path with the AFS step, distances)`: candidates are scored by the mean L2
-    distance of `sampler` on the candidate schedule to the teacher's final samples, on `seeds`."""
+    """`pick(path, grid, teacher) -> (path with the AFS step, distances, model evaluations)`: candidates are scored
+    by the mean L2 distance of `sampler` on the candidate schedule to the teacher's final samples, on `seeds`."""
 
-    def pick(path: list[int], grid: torch.Tensor, teacher: Sampler) -> tuple[list[int], dict]:
+    def pick(path: list[int], grid: torch.Tensor, teacher: Sampler) -> tuple[list[int], dict, int]:
         batch = torch.as_tensor(seeds, dtype=torch.long)
         noise = seeded_noise(batch, shape).to(device)
         with torch.no_grad():
@@ -25,6 +25,7 @@ def afs_insertion(denoiser, shape: tuple[int, ...], sampler: Sampler, seeds: lis
                 out = sampler.with_sigmas(grid[[0, k, *path[1:]]])(denoiser, noise, batch)
                 distances[k] = (out - target).flatten(1).norm(dim=1).mean().item()
         best = min(distances, key=lambda k: (distances[k], k))
-        return [0, best, *path[1:]], distances
+        calls = teacher.model_calls(grid) + sum(sampler.model_calls(grid[[0, k, *path[1:]]]) for k in distances)
+        return [0, best, *path[1:]], distances, calls * len(batch)
 
     return pick

@@ -18,6 +18,7 @@ from fewstep.schedules.gits.kernel import best_path, dynamic_programming
 from fewstep.schedules.gits.plot import plot_cost_matrix
 from fewstep.schedules.gits.settings import DEFAULTS, GitsSettings, gits_settings
 from fewstep.schedules.gits.warmup import WarmupJob, warmup_cost
+from fewstep.schedules.oss.settings import GITS_REFERENCE_WARMUP
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
@@ -43,10 +44,11 @@ def gits_search(
     """The GITS schedule of `num_steps` steps from sigma_max to sigma_min, as a record (sigmas, grid indices, grid,
     cost matrix, path cost, settings); the caller appends a final 0 where its solver denoises.
 
-    `afs(path, grid, teacher) -> (path, distances)` inserts the AFS step after a DP over one step fewer (see
-    `gits.afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. `afs_prior` (the run's,
-    when it takes the AFS step) answers the teacher's first call with `teacher_afs`. Every process calls this;
-    the warm-up's sums must already be summed over processes, and only the main one runs the DP and writes.
+    `afs(path, grid, teacher) -> (path, distances, evaluations)` inserts the AFS step after a DP over one step
+    fewer (see `gits.afs.afs_insertion`); `afs_key` names the sampler that picks it, for the cache. `afs_prior`
+    (the run's, when it takes the AFS step) answers the teacher's first call with `teacher_afs`. Every process
+    calls this; the warm-up's sums must already be summed over processes, and only the main one runs the DP and
+    writes.
     """
     settings = gits_settings(settings)
     check_grid_steps(settings, num_steps, "", "a GITS grid")
@@ -68,16 +70,23 @@ def gits_search(
             info(f"GITS schedule reused from {cache.schedule_path(key)}")
             return record
     dp_steps = num_steps - 1 if insert_afs else num_steps
-    cost, count = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main, dp_steps)
+    cost, count, warmed = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main, dp_steps)
 
     def compute() -> dict:
-        afs_step = (lambda path: afs(path, grid, teacher_sampler)) if insert_afs else None
-        path, path_cost, distances = search_path(cost, settings.coeff, num_steps, afs_step)
+        spent = {"warmup": count * teacher_sampler.model_calls(grid) if warmed else 0, "afs_insertion": 0}
+
+        def afs_step(path):
+            picked, distances, spent["afs_insertion"] = afs(path, grid, teacher_sampler)
+            return picked, distances
+
+        path, path_cost, distances = search_path(cost, settings.coeff, num_steps, afs_step if insert_afs else None)
         record = {
             "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "cost": cost.tolist(),
             "path_cost": path_cost, "afs_insert_distances": distances, "num_steps": num_steps,
             "settings": settings.as_dict(), "warmup_count": count,
             "identity": cache.identity if cache else None, "cost_key": cost_key, "schedule_key": key,
+            "evaluations": sum(spent.values()), "evaluations_by_part": spent,
+            "gits_reference_evaluations": GITS_REFERENCE_WARMUP * (len(grid) - 1),
         }  # fmt: skip
         if not all(math.isfinite(s) for s in record["sigmas"]) or not math.isfinite(path_cost):
             raise NonFiniteError(f"GITS search: non-finite schedule {record['sigmas']}; nothing was cached")

@@ -57,12 +57,13 @@ def warmup_cost(settings: GitsSettings, grid, teacher_sampler: Sampler, warmup, 
                 dp_steps: int):  # fmt: skip
     """The mean cost matrix: from the cache, or from a warm-up (whose sums are already summed over processes).
     With num_warmup=auto the warm-up grows in rounds (16, 32, 64, ... trajectories, up to max_warmup) until the
-    DP path of `dp_steps` steps is the same after two rounds in a row."""
+    DP path of `dp_steps` steps is the same after two rounds in a row. Returns (cost, count, warmed: whether the
+    warm-up ran now rather than coming from the cache)."""
     if cache:
         cached = read_cost(cache, cost_key, grid)
         if cached is not None:
             info(f"GITS cost matrix reused from {cost_path(cache, cost_key)} ({cached['count']} warm-up trajectories)")
-            return cached["cost"], cached["count"]
+            return cached["cost"], cached["count"], False
     first, limit = int(settings.warmup_seed), settings.warmup_limit
     total, count, path, rounds = None, 0, None, []
     size = min(16, limit) if settings.auto else limit
@@ -88,4 +89,4 @@ def warmup_cost(settings: GitsSettings, grid, teacher_sampler: Sampler, warmup, 
                              f"{first + count - 1}): {WARMUP_NAN_CAUSE}; nothing was cached")  # fmt: skip
     if cache and is_main:
         write_cost(cache, cost_key, cost, count, grid, settings.as_dict())
-    return cost, count
+    return cost, count, True

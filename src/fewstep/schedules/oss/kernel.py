@@ -18,6 +18,7 @@ Pure tensor code: the denoiser is any `D(x, sigma)` already bound to the batch's
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class Replay:
         self.denoiser = denoiser
         self.memory: dict[tuple[float, ...], torch.Tensor] = {}
         self.evaluations = 0  # calls that reached the model
+        self.seconds = 0.0  # the time they took
         self.key: tuple[float, ...] = ()
         self.used: list[tuple[float, ...]] = []
 
@@ -51,7 +53,9 @@ class Replay:
         self.used.append(self.key)
         answer = self.memory.get(self.key)
         if answer is None:
+            started = time.perf_counter()
             answer = self.denoiser(x, sigma)
+            self.seconds += time.perf_counter() - started
             self.memory[self.key] = answer
             self.evaluations += 1
         return answer
@@ -156,7 +160,7 @@ def solver_aware_dp(solve, denoiser, x: torch.Tensor, grid: torch.Tensor, teache
     return {
         "path": final.path, "value": final.value, "per_sample": final.per_sample, "values": values, "paths": paths,
         "finalists": [path for _, path in sorted(finalists, key=lambda item: item[0])],
-        "evaluations": replay.evaluations,
+        "evaluations": replay.evaluations, "model_seconds": replay.seconds,
     }  # fmt: skip
 
 
@@ -178,14 +182,56 @@ def significantly_lower(trial: torch.Tensor, best: torch.Tensor, z: float) -> bo
     return float(difference.mean()) < -z * spread if spread > 0 else float(difference.mean()) < 0
 
 
-def refine(final_distances, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0):
+class Validation:
+    """End distances of whole runs on the validation seeds, in chunks of seeds: `validation(path, chunks)` is the
+    per-sample distances of `path` on the first `chunks` chunks (all by default), each chunk run once per path and
+    only when a comparison first needs it. `chunk_distances[m](path)` runs one chunk."""
+
+    def __init__(self, chunk_distances: list):
+        self.chunk_distances = list(chunk_distances)
+        self.done: dict[tuple[int, ...], list[torch.Tensor]] = {}
+
+    @property
+    def chunks(self) -> int:
+        return len(self.chunk_distances)
+
+    def __call__(self, path: list[int], chunks: int | None = None) -> torch.Tensor:
+        wanted = self.chunks if chunks is None else chunks
+        done = self.done.setdefault(tuple(path), [])
+        while len(done) < wanted:
+            done.append(self.chunk_distances[len(done)](list(path)))
+        return torch.cat(done[:wanted])
+
+    def seen(self, path: list[int]) -> torch.Tensor:
+        """The distances of `path` on the chunks it has run."""
+        return torch.cat(self.done[tuple(path)])
+
+
+def race(validation: Validation, candidates: dict[str, list[int]], z: float) -> str:
+    """The candidate path with the lowest mean end distance, run chunk by chunk: after each chunk the candidates
+    `significantly_lower`-beaten by the best so far stop running (their distances stay on the chunks they ran);
+    the others run the next chunk until one is left or every chunk has run."""
+    alive = list(candidates)
+    for m in range(1, validation.chunks + 1):
+        scores = {name: validation(candidates[name], m) for name in alive}
+        best = min(alive, key=lambda name: float(scores[name].mean()))
+        alive = [name for name in alive if name == best or not significantly_lower(scores[best], scores[name], z)]
+        if len(alive) == 1:
+            return alive[0]
+    return min(alive, key=lambda name: float(validation(candidates[name]).mean()))
+
+
+def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0,
+           spent=lambda: False):  # fmt: skip
     """Coordinate descent on the interior grid indices of `path`, on the quantity the schedule is for: the
-    per-sample distances at the end of whole runs, `final_distances(path)`. Each sweep moves every interior
-    point, in turn, to the best index within `window` of it (the path kept strictly increasing), taking a move
-    only when it is `significantly_lower`; it stops when a sweep changes nothing. The DP fixes each state by its
-    distance *there*, which a solver with history or a second evaluation may pay for later. Returns the path and
-    its per-sample distances."""
-    best, current = list(path), final_distances(path)
+    per-sample end distances of whole runs on the validation seeds. Each sweep moves every interior point, in
+    turn, to the best index within `window` of it (the path kept strictly increasing); a trial runs its first
+    chunk of seeds, goes on to the others only when its mean there is below the current path's, and is taken only
+    when `significantly_lower` on the other chunks (the first one picked it: testing there too would favour it).
+    It stops when a sweep changes nothing, or, keeping its path, once `spent()` says its budget is used. The DP
+    fixes each state by its distance *there*, which a solver with history or a second evaluation may pay for
+    later. Returns the path and its per-sample distances."""
+    best, current = list(path), validation(path)
     for _ in range(sweeps):
         moved = False
         for p in range(1, len(best) - 1):
@@ -193,9 +239,15 @@ def refine(final_distances, path: list[int], window: int = 3, sweeps: int = 4, z
             for c in range(low, high + 1):
                 if c == best[p]:
                     continue
+                if spent():
+                    return best, current
                 trial = [*best[:p], c, *best[p + 1 :]]
-                trial_distances = final_distances(trial)
-                if significantly_lower(trial_distances, current, z):
+                screened = validation.chunks > 1
+                if screened and not float(validation(trial, 1).mean()) < float(validation(best, 1).mean()):
+                    continue
+                trial_distances = validation(trial)
+                tested = slice(len(validation(trial, 1)) if screened else 0, None)  # seeds the screen did not pick on
+                if significantly_lower(trial_distances[tested], current[tested], z):
                     best, current, moved = trial, trial_distances, True
         if not moved:
             break

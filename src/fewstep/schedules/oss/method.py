@@ -19,9 +19,11 @@ from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.schedules import RANGE_FREE
 from fewstep.schedules.oss.kernel import (
     Replay,
+    Validation,
     distances,
     median_path,
     nearest_path,
+    race,
     refine,
     run_to,
     solver_aware_dp,
@@ -43,7 +45,8 @@ from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
-RECORD_VERSION = 3  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone
+RECORD_VERSION = 4  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
+# every candidate on every validation seed
 # the hand-crafted schedules whose grid paths the validation also runs: oss never returns a path worse, on the
 # validation seeds, than any of them (those made for one model's range, discrete and ays, are not candidates)
 HANDCRAFTED_CANDIDATES = RANGE_FREE
@@ -107,6 +110,27 @@ def warmup_size(settings: OssSettings, per_sample: int) -> int:
     return max(int(settings.min_warmup), min(int(settings.num_warmup), allowed))
 
 
+def dp_grid(n: int, stride: int) -> list[int]:
+    """The grid indices the DP steps between: every `stride`-th point and the last."""
+    return [*range(0, n - 1, stride), n - 1]
+
+
+def dp_plan(settings: OssSettings, sampler: Sampler, num_steps: int) -> tuple[int, int]:
+    """(warm-up samples, grid stride) of the DP: the full grid with as many samples as the budget allows; where
+    even min_warmup samples would overspend it (solvers that evaluate at every candidate target, many steps), the
+    DP steps between every stride-th grid point instead (the teacher still runs on every point, and the refinement
+    moves on the full grid)."""
+    n = int(settings.grid_size)
+    stride = 1
+    while True:
+        points = len(dp_grid(n, stride + 1))
+        per_sample = planned_evaluations(sampler, len(dp_grid(n, stride)), num_steps) + n - len(dp_grid(n, stride))
+        allowed = settings.budget * GITS_REFERENCE_WARMUP * (n - 1) / max(per_sample, 1)
+        if allowed >= int(settings.min_warmup) or points - 1 < num_steps:
+            return warmup_size(settings, per_sample), stride
+        stride += 1
+
+
 def oss_search(
     settings: OssSettings | dict | None,
     *,
@@ -164,11 +188,12 @@ def handcrafted_paths(grid: torch.Tensor, num_steps: int) -> dict[str, list[int]
 
 
 def paired_difference(result: torch.Tensor, other: torch.Tensor) -> dict:
-    """The searched path against another on the same validation seeds: the other's mean distance, and the mean
-    and standard error of (searched - other) per seed (negative: the search is better)."""
-    diff = (result - other).double()
+    """The searched path against another on the validation seeds the other ran (the first len(other): a candidate
+    the race dropped ran fewer): the other's mean distance there, the mean and standard error of (searched - other)
+    per seed (negative: the search is better), and the seeds compared."""
+    diff = (result[: len(other)] - other).double()
     se = float(diff.std(unbiased=True) / math.sqrt(len(diff))) if len(diff) > 1 else float("nan")
-    return {"value": float(other.mean()), "difference": float(diff.mean()), "se": se}
+    return {"value": float(other.mean()), "difference": float(diff.mean()), "se": se, "seeds": len(other)}
 
 
 def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
@@ -177,10 +202,13 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
     started = time.perf_counter()
     n = len(grid)
-    count = warmup_size(settings, planned_evaluations(sampler, n, num_steps))
+    count, stride = dp_plan(settings, sampler, num_steps)
+    on_dp = dp_grid(n, stride)
     seeds = torch.tensor(seed_range(settings.warmup_seed, count), dtype=torch.long)
     x = seeded_noise(seeds, shape).to(device) * float(grid[0])
+    model_seconds = time.perf_counter()  # the teacher runs are timed whole: their arithmetic is negligible
     states, _ = teacher_trajectory(teacher(settings, grid).as_solver(seeds), denoiser, x, grid)
+    model_seconds = time.perf_counter() - model_seconds
     if not bool(torch.isfinite(states).all()):
         raise NonFiniteError(f"oss search: non-finite teacher states: {WARMUP_NAN_CAUSE}; nothing was cached")
     spent = {"teacher": (n - 1) * count}  # model evaluations, one per sample per call
@@ -195,12 +223,17 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
     def dp(rows: slice) -> dict:
         solve, bound = student(seeds[rows])
-        return solver_aware_dp(solve, bound, x[rows], grid, states[:, rows], num_steps, total_steps, to_zero,
-                               settings.metric)  # fmt: skip
+        found = solver_aware_dp(solve, bound, x[rows], grid[on_dp], states[on_dp][:, rows], num_steps, total_steps,
+                                to_zero, settings.metric)  # fmt: skip
+        values = torch.full((num_steps + 1, n), math.inf, dtype=torch.float64)
+        values[:, on_dp] = found["values"].double()
+        return {**found, "path": [on_dp[i] for i in found["path"]], "values": values,
+                "finalists": [[on_dp[i] for i in path] for path in found["finalists"]]}  # fmt: skip
 
     if settings.per_sample:
         found = [dp(slice(r, r + 1)) for r in range(count)]
         spent["dp"] = sum(f["evaluations"] for f in found)
+        model_seconds += sum(f.get("model_seconds", 0.0) for f in found)
         per_sample_paths = [f["path"] for f in found]
         dp_path = median_path(per_sample_paths)
         finalists = [dp_path]
@@ -208,49 +241,73 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     else:
         found = dp(slice(None))
         spent["dp"] = found["evaluations"] * count
+        model_seconds += found.get("model_seconds", 0.0)
         dp_path, values, per_sample_paths = found["path"], found["values"], None
         finalists = found["finalists"][: int(settings.finalists)]
 
-    # validation: whole runs from other noise pick among the finalists and every hand-crafted schedule's grid path,
-    # then refine; the record compares the result with each hand-crafted path, paired per seed
-    validation = torch.tensor(seed_range(int(settings.warmup_seed) + int(settings.num_warmup),
-                                         int(settings.num_validation)), dtype=torch.long)  # fmt: skip
-    noise = seeded_noise(validation, shape).to(device) * float(grid[0])
-    target = teacher(settings, grid).solve(denoiser, noise, validation)
-    if not bool(torch.isfinite(target).all()):
-        raise NonFiniteError(f"oss search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was cached")
-    spent["validation_teacher"] = (n - 1) * len(validation)
-    solve_all, bound_all = student(validation)
-    end_replay = Replay(bound_all)  # whole runs; prefixes shared by several candidates are evaluated once
-    start_point, end_point = noise.flatten(1).double(), target.flatten(1).double()
-    final_dev = torch.zeros(len(validation), dtype=torch.float64) if settings.metric == "dev" else None
+    # validation: whole runs from other noise, in chunks of seeds, race the finalists and every hand-crafted
+    # schedule's grid path, then refine; the record compares the result with each hand-crafted path, paired per seed
+    validation_seeds = seed_range(int(settings.warmup_seed) + int(settings.num_warmup), int(settings.num_validation))
+    chunk = int(settings.validation_chunk)
+    spent["validation_teacher"] = spent["validation_runs"] = 0
+    timed = {"teacher": 0.0}
+    replays: list[Replay] = []
 
-    def final_distances(candidate: list[int]) -> torch.Tensor:
-        reached = run_to(solve_all, end_replay, noise, grid[candidate].tolist(), total_steps, to_zero)
-        return distances(reached, target, settings.metric, start_point, end_point, final_dev)
+    def chunk_distances(chunk_seeds: list[int]):
+        batch = torch.tensor(chunk_seeds, dtype=torch.long)
+        run: dict = {}
 
+        def final_distances(candidate: list[int]) -> torch.Tensor:
+            if not run:  # this chunk's noise and teacher, the first time a candidate reaches it
+                noise = seeded_noise(batch, shape).to(device) * float(grid[0])
+                teacher_started = time.perf_counter()
+                target = teacher(settings, grid).solve(denoiser, noise, batch)
+                timed["teacher"] += time.perf_counter() - teacher_started
+                if not bool(torch.isfinite(target).all()):
+                    raise NonFiniteError(f"oss search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was "
+                                         "cached")  # fmt: skip
+                spent["validation_teacher"] += (n - 1) * len(batch)
+                solve, bound = student(batch)
+                replays.append(Replay(bound))
+                run.update(noise=noise, target=target, solve=solve, replay=replays[-1],
+                           start=noise.flatten(1).double(), end=target.flatten(1).double(),
+                           dev=torch.zeros(len(batch), dtype=torch.float64) if settings.metric == "dev" else None)
+            replay, before = run["replay"], run["replay"].evaluations  # prefixes shared by candidates run once
+            reached = run_to(run["solve"], replay, run["noise"], grid[candidate].tolist(), total_steps, to_zero)
+            spent["validation_runs"] += (replay.evaluations - before) * len(batch)  # each call is on the chunk
+            return distances(reached, run["target"], settings.metric, run["start"], run["end"], run["dev"])
+
+        return final_distances
+
+    validation = Validation([chunk_distances(validation_seeds[first : first + chunk])
+                             for first in range(0, len(validation_seeds), chunk)])  # fmt: skip
     starts = {f"dp {rank}": path for rank, path in enumerate(finalists)}
     handcrafted = handcrafted_paths(grid, num_steps)
     for name, candidate in handcrafted.items():
         if candidate not in starts.values():
             starts[name] = candidate
-    scored = {name: final_distances(path) for name, path in starts.items()}
-    start_values = {name: float(ends.mean()) for name, ends in scored.items()}
-    start = min(start_values, key=lambda name: start_values[name])
-    path, ends = starts[start], scored[start]
+    z = float(settings.significance)
+    start = race(validation, starts, z)
+    path = starts[start]
     if settings.refine:
-        path, ends = refine(final_distances, path, int(settings.refine_window), z=float(settings.significance))
+        ends = validation(path)  # the start's every chunk, then at most refine_budget warm-ups of trials
+        allowed = spent["validation_runs"] + settings.refine_budget * GITS_REFERENCE_WARMUP * (n - 1)
+        path, ends = refine(validation, path, int(settings.refine_window), z=z,
+                            spent=lambda: spent["validation_runs"] >= allowed)  # fmt: skip
+    else:
+        ends = validation(path)
     value = float(ends.mean())
-    scored_by_path = {tuple(starts[name]): distances for name, distances in scored.items()}  # each one is there
-    against = {name: paired_difference(ends, scored_by_path[tuple(candidate)])
+    start_values = {name: float(validation.seen(candidate).mean()) for name, candidate in starts.items()}
+    start_seeds = {name: len(validation.seen(candidate)) for name, candidate in starts.items()}
+    against = {name: paired_difference(ends, validation.seen(candidate))
                for name, candidate in handcrafted.items()}  # fmt: skip
-    spent["validation_runs"] = end_replay.evaluations * len(validation)  # each call is on the validation batch
     evaluations = sum(spent.values())
     if not math.isfinite(value):
         raise NonFiniteError(f"oss search: non-finite distance of the searched path {path}; nothing was cached")
     seconds = time.perf_counter() - started
+    model_seconds += timed["teacher"] + sum(replay.seconds for replay in replays)
     gits_evaluations = GITS_REFERENCE_WARMUP * (n - 1)
-    info(f"oss search ({sampler.name}, {num_steps} steps, DP on {count} warm-up samples, {len(validation)} "
+    info(f"oss search ({sampler.name}, {num_steps} steps, DP on {count} warm-up samples, {len(validation_seeds)} "
          f"validation samples): {evaluations} model evaluations "
          f"= {evaluations / gits_evaluations:.2f} GITS reference warm-ups ({GITS_REFERENCE_WARMUP} x {n - 1}), "
          f"{seconds:.1f} s; grid indices {path}")  # fmt: skip
@@ -258,12 +315,13 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         "method": "oss", "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(),
         "values": [[v if math.isfinite(v) else None for v in row] for row in values.tolist()],
         "path_cost": value, "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero,
-        "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count,
+        "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count, "dp_stride": stride,
         "per_sample_paths": per_sample_paths, "dp_indices": dp_path, "start": start,
-        "start_values": start_values, "validation_seeds": [int(validation[0]), len(validation)],
-        "handcrafted": against, "best_handcrafted": min(against, key=lambda name: against[name]["value"]),
+        "start_values": start_values, "validation_seeds": [validation_seeds[0], len(validation_seeds)],
+        "start_seeds": start_seeds, "handcrafted": against,
+        "best_handcrafted": min(against, key=lambda name: (-against[name]["seeds"], against[name]["value"])),
         "evaluations": evaluations, "evaluations_by_part": spent,
-        "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
+        "gits_reference_evaluations": gits_evaluations, "seconds": seconds, "model_seconds": model_seconds,
     }  # fmt: skip
 
 

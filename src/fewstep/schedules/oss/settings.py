@@ -23,11 +23,15 @@ class OssSettings:
     teacher: str = "ipndm"  # teacher solver on the grid
     teacher_order: int = 4
     num_warmup: int = 32  # the most warm-up samples the DP runs the student on
-    budget: float = 1.0  # the DP spends at most this many GITS reference warm-ups (256 x (grid_size-1) evaluations):
-    #   fewer samples for solvers that evaluate at every candidate target (heun, dpm, unipc), never below min_warmup
+    budget: float = 0.5  # the DP (and its teacher) spend at most this many GITS reference warm-ups (256 x
+    #   (grid_size-1) evaluations): fewer samples where a DP sample costs more, never below min_warmup; below that
+    #   (solvers that evaluate at every candidate target: heun, dpm, unipc), the DP steps between every 2nd, 3rd, ...
+    #   grid point
     min_warmup: int = 8
     num_validation: int = 128  # other samples that pick the schedule among the DP's best paths into the last point
-    #   (and the polynomial's grid path) and score the refinement: whole runs only
+    #   and every hand-crafted schedule's grid path, and score the refinement: whole runs only
+    validation_chunk: int = 32  # validation seeds per chunk: a start candidate runs the next chunk only while it is
+    #   not significantly worse than the best so far, a refinement trial only when its first chunk beats the path
     finalists: int = 8  # how many of the DP's paths into the last point the validation samples compare
     warmup_seed: int = 1_000_000  # warm-up seeds: warmup_seed .. warmup_seed + num_warmup - 1 (as GITS), then the
     #   validation seeds
@@ -37,6 +41,8 @@ class OssSettings:
     refine: bool = True  # then coordinate descent on the end distance of whole runs, from the better of the DP's
     #   path and the polynomial schedule's nearest grid path
     refine_window: int = 4  # grid points each interior step may move per trial
+    refine_budget: float = 0.5  # the refinement stops (keeping its path) once its validation runs have spent this
+    #   many GITS reference warm-ups
     significance: float = 2.0  # a move (or the polynomial start) is taken only when it lowers the end distance by
     #   more than this many standard errors of the paired per-sample difference (0: any lower mean)
 
@@ -63,6 +69,7 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
     integer("schedule.min_warmup", values["min_warmup"], 1, values["num_warmup"], " (and at most num_warmup)")
     integer("schedule.num_validation", values["num_validation"], 1)
     integer("schedule.finalists", values["finalists"], 1)
+    integer("schedule.validation_chunk", values["validation_chunk"], 1)
     seeds = values["num_warmup"] + values["num_validation"]
     integer("schedule.warmup_seed", values["warmup_seed"], 0, MAX_SEED - seeds)
     integer("schedule.grid_size", values["grid_size"], 3)
@@ -73,6 +80,9 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
         raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
     if values["significance"] < 0:
         raise FewstepError(f"schedule.significance must be >= 0 (standard errors), got {values['significance']}")
+    if not values["refine_budget"] >= 0:
+        raise FewstepError(f"schedule.refine_budget must be >= 0 (GITS reference warm-ups), got "
+                           f"{values['refine_budget']}")  # fmt: skip
     if not values["budget"] > 0:
         raise FewstepError(f"schedule.budget must be positive (GITS reference warm-ups), got {values['budget']}")
     return OssSettings(**{f.name: values[f.name] for f in fields(OssSettings)})

@@ -1,0 +1,121 @@
+"""Section `heldout`: every hand-crafted schedule and every search on denoisers the searches were not developed on.
+
+Denoisers: two Gaussian mixtures in 64-D drawn from a seed (exact posterior means, full covariances; a new seed per
+run unless --heldout-seed), the digits KDE, the mnist5k KDE and, with --heldout-unet, the shipped U-Net. For every
+deterministic solver (--solvers) at every NFE (--nfes): the truncation error (mean L2 to a Heun-100 reference from
+the same noise, --heldout-samples seeds 0..N-1) of each range-free hand-crafted schedule, GITS, oss and ld3 (at
+their shipped defaults), each search's ratio to the best hand-crafted schedule of the cell with the paired per-seed
+standard error of the difference, and each search's cost (model evaluations in GITS reference warm-ups of 256 x 60,
+seconds). GITS's warm-up is shared by a denoiser's cells (cached): its cost is counted in the first cell only.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+
+import torch
+
+SEARCHES = ("gits", "oss", "ld3")
+
+
+def heldout_denoisers(seed: int, unet: bool) -> list[tuple[str, object, torch.Tensor]]:
+    """(name, denoiser, data for the AFS prior's moments) of each held-out denoiser."""
+    from fewstep.data import digits, mnist5k
+    from fewstep.models import KDEDenoiser
+    from fewstep.models.mixture import GaussianMixtureDenoiser
+
+    found = []
+    for offset in (0, 1):
+        mixture = GaussianMixtureDenoiser.random(seed + offset, components=8, shape=(1, 8, 8))
+        found.append((f"mixture (seed {seed + offset})", mixture,
+                      mixture.sample(2000, torch.Generator().manual_seed(seed)).float()))  # fmt: skip
+    small = digits()
+    found.append(("digits KDE", KDEDenoiser(small.images), small.images))
+    data = mnist5k()
+    found.append(("mnist5k KDE", KDEDenoiser(data.images), data.images))
+    if unet:
+        from fewstep.models import load_unet
+
+        found.append(("unet_mnist5k", load_unet("unet_mnist5k.pt"), data.images))
+    return found
+
+
+def paired(errors: torch.Tensor, best: torch.Tensor) -> tuple[float, float]:
+    """The mean per-seed difference (searched - best hand-crafted) and its standard error."""
+    difference = (errors - best).double()
+    return float(difference.mean()), float(difference.std() / math.sqrt(len(difference)))
+
+
+def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False) -> None:
+    import fewstep
+    from fewstep.schedules import RANGE_FREE, make_schedule, polynomial
+    from fewstep.solvers import SOLVERS, plan_steps
+
+    seed = int(time.time()) % 100_000 if seed is None else int(seed)
+    seeds = list(range(num_samples))
+    print(f"\n## Held-out denoisers: hand-crafted schedules and searches ({num_samples} samples, truncation error to "
+          f"a Heun-100 reference; mixtures from seed {seed})\n")  # fmt: skip
+    summary = []
+    for name, denoiser, data in heldout_denoisers(seed, unet):
+        shape = tuple(data.shape[1:])
+        cache = tempfile.mkdtemp(prefix="fewstep-heldout-")
+        reference = fewstep.sample(denoiser, "heun", polynomial(100, 0.002, 80.0), seeds, shape=shape)
+        print(f"\n### {name}\n")
+        print("| solver | NFE | best hand-crafted | " + " | ".join(f"{s} / best (diff ± SE)" for s in SEARCHES)
+              + " | " + " | ".join(f"{s} cost (warm-ups, s)" for s in SEARCHES) + " |")  # fmt: skip
+        print("|---|---|---|" + "---|" * (2 * len(SEARCHES)))
+        for solver in solvers:
+            spec = SOLVERS[solver]
+            for nfe in nfes:
+                plan = plan_steps(spec, nfe)
+                prior = {"afs_prior": "gaussian", "afs_data": data} if plan.afs else {}
+
+                def errors(sigmas, solver=solver, prior=prior, denoiser=denoiser, shape=shape, reference=reference):
+                    samples = fewstep.sample(denoiser, solver, sigmas, seeds, shape=shape, **prior)
+                    return (samples - reference).flatten(1).double().norm(dim=1)
+
+                hand = {h: errors(make_schedule(h, plan.num_steps, 0.002, 80.0)) for h in RANGE_FREE}
+                best = min(hand, key=lambda h: float(hand[h].mean()))
+                cells = {}
+                for method in SEARCHES:
+                    started = time.perf_counter()
+                    schedule = fewstep.search_schedule(denoiser, shape=shape, nfe=nfe, solver=solver, method=method,
+                                                       afs_data=data, cache_dir=cache, cache_key=name)  # fmt: skip
+                    seconds = time.perf_counter() - started
+                    record = schedule.record
+                    cost = record.get("evaluations", float("nan")) / record.get("gits_reference_evaluations", 15360)
+                    cells[method] = (errors(schedule.sigmas), cost, seconds)
+                row = {"denoiser": name, "solver": solver, "nfe": nfe, "best": best}
+                texts = []
+                for method, (err, cost, seconds) in cells.items():
+                    diff, se = paired(err, hand[best])
+                    ratio = float(err.mean()) / float(hand[best].mean())
+                    row[method] = (ratio, diff, se, cost, seconds)
+                    texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
+                summary.append(row)
+                costs = " | ".join(f"{row[m][3]:.2f}, {row[m][4]:.0f}" for m in SEARCHES)
+                print(f"| {solver} | {nfe} | {best} {float(hand[best].mean()):.3f} | " + " | ".join(texts)
+                      + f" | {costs} |", flush=True)  # fmt: skip
+        report([r for r in summary if r["denoiser"] == name], name)
+    print("\n### All denoisers\n")
+    report(summary, "all")
+
+
+def report(rows: list[dict], label: str) -> None:
+    """Per search: the median and worst ratio to the best hand-crafted schedule, the cells it loses (more than two
+    paired standard errors), its median and largest cost; and where ld3 beats the best other search."""
+    for method in SEARCHES:
+        ratios = [r[method][0] for r in rows]
+        losses = [f"{r['solver']} {r['nfe']}" + ("" if label != "all" else f" ({r['denoiser']})") for r in rows
+                  if r[method][1] > 2 * r[method][2]]  # fmt: skip
+        costs = [r[method][3] for r in rows if math.isfinite(r[method][3])]
+        print(f"- {label}: {method} / best hand-crafted: median {statistics.median(ratios):.2f}, worst "
+              f"{max(ratios):.2f}; loses (> 2 SE) in {len(losses)} of {len(rows)} cells{': ' if losses else ''}"
+              f"{', '.join(losses)}; cost median {statistics.median(costs) if costs else float('nan'):.2f}, max "
+              f"{max(costs) if costs else float('nan'):.2f} GITS warm-ups")  # fmt: skip
+    better = [r for r in rows if r["ld3"][1] < min(r["gits"][1], r["oss"][1])]
+    print(f"- {label}: ld3 below both gits and oss in {len(better)} of {len(rows)} cells"
+          + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in better) if better and len(better) <= 12 else ""))
