@@ -82,8 +82,8 @@ class Sampler:
         return self.spec.fn(bound, x, path, callback=callback, afs=afs, **options)
 
     def model_calls(self, sigmas=None) -> int:
-        """Model calls one trajectory of this deterministic sampler makes on `sigmas` (default: its own); a call its
-        AFS prior answers is not one. Counted on a toy denoiser."""
+        """Model calls one trajectory of this sampler makes on `sigmas` (default: its own); a call its AFS prior
+        answers is not one. Counted on a toy denoiser."""
         calls = []
 
         def probe(x, sigma):
@@ -92,7 +92,12 @@ class Sampler:
 
         afs = (lambda x, sigma: 0.5 * x) if self.afs_prior is not None else None
         path = self.sigmas if sigmas is None else torch.as_tensor(sigmas, dtype=torch.float64)
-        self.spec.fn(probe, torch.ones(1, 1, dtype=torch.float64), path, afs=afs, **self.options)
+        options = dict(self.options)
+        if self.spec.stochastic:
+            from fewstep.solvers.sde import per_sample_noise
+
+            options["noise"] = per_sample_noise(torch.zeros(1, dtype=torch.long), (1,), dtype=torch.float64)
+        self.spec.fn(probe, torch.ones(1, 1, dtype=torch.float64), path, afs=afs, **options)
         return len(calls)
 
     def as_solver(self, seeds) -> Callable:

@@ -292,7 +292,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     if settings.refine:
         ends = validation(path)  # the start's every chunk, then at most refine_budget warm-ups of trials
         allowed = spent["validation_runs"] + settings.refine_budget * GITS_REFERENCE_WARMUP * (n - 1)
-        path, ends = refine(validation, path, int(settings.refine_window), z=z,
+        path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
                             spent=lambda: spent["validation_runs"] >= allowed)  # fmt: skip
     else:
         ends = validation(path)

@@ -41,10 +41,12 @@ class OssSettings:
     refine: bool = True  # then coordinate descent on the end distance of whole runs, from the better of the DP's
     #   path and the polynomial schedule's nearest grid path
     refine_window: int = 4  # grid points each interior step may move per trial
-    refine_budget: float = 0.5  # the refinement stops (keeping its path) once its validation runs have spent this
+    refine_budget: float = 1.5  # the refinement stops (keeping its path) once its validation runs have spent this
     #   many GITS reference warm-ups
-    significance: float = 2.0  # a move (or the polynomial start) is taken only when it lowers the end distance by
-    #   more than this many standard errors of the paired per-sample difference (0: any lower mean)
+    significance: float = 2.0  # a start candidate stops running once the best so far is lower by more than this many
+    #   standard errors of the paired per-sample difference (0: any lower mean)
+    refine_significance: float = 3.0  # a refinement move must lower the end distance by more than this many paired
+    #   standard errors: a sweep tests dozens of moves, and at 2 one of them passes by chance about every sweep
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -78,8 +80,9 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
         raise FewstepError(f"schedule.metric must be one of {list(DISTANCES)}, got {values['metric']!r}")
     if values["base"] not in SCHEDULES:
         raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
-    if values["significance"] < 0:
-        raise FewstepError(f"schedule.significance must be >= 0 (standard errors), got {values['significance']}")
+    for key in ("significance", "refine_significance"):
+        if values[key] < 0:
+            raise FewstepError(f"schedule.{key} must be >= 0 (standard errors), got {values[key]}")
     if not values["refine_budget"] >= 0:
         raise FewstepError(f"schedule.refine_budget must be >= 0 (GITS reference warm-ups), got "
                            f"{values['refine_budget']}")  # fmt: skip
