@@ -178,3 +178,14 @@ def test_ld3_beats_polynomial_at_nfe6_on_the_default_data(mnist5k_problem, tmp_p
         return (samples - reference).flatten(1).norm(dim=1).mean().item()
 
     assert error(learned.sigmas) < error(polynomial(steps, 0.002, 80.0))
+
+
+def test_ld3_init_best_starts_from_the_best_hand_crafted_schedule_on_the_validation_samples():
+    from fewstep.schedules import RANGE_FREE
+
+    record = ld3_search({"num_train": 2, "num_validation": 6, "rounds": 1, "init": "best"},
+                        sampler=Sampler.of("euler", [80.0, 0.002]), denoiser=gaussian(), shape=(1, 3, 3),
+                        sigma_min=0.002, sigma_max=80.0, num_steps=3)  # fmt: skip
+    values = record["init_values"]
+    assert set(values) == set(RANGE_FREE) and record["init"] == min(values, key=values.get)
+    assert record["path_cost"] <= min(values.values())

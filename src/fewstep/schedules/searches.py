@@ -26,6 +26,7 @@ from fewstep.schedules.schedule import Schedule
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
+from fewstep.utils.logging import info
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,3 +109,37 @@ def local_warmup(denoiser, shape: tuple[int, ...], batch_size: int = 64, device=
         return total, len(job.seeds)
 
     return warmup
+
+
+def cached_on_main(name: str, cache: SearchCache | None, what: dict, grid: torch.Tensor, num_steps: int,
+                   sigma_range: tuple[float, float], compute: Callable[[], dict], is_main: bool, broadcast: Callable,
+                   on_grid: bool = True) -> dict:  # fmt: skip
+    """A search whose whole work runs on the main process (oss, ld3): its cached record (keyed by `what` and the
+    grid, checked before use), or `compute()` there, broadcast to every process and then cached."""
+    key = None
+    if cache:
+        key = cache.key(what, grid)
+        record = cache.read_schedule(key, grid, num_steps, sigma_range, on_grid)
+        if record is not None:
+            info(f"{name} schedule reused from {cache.schedule_path(key)}")
+            return record
+
+    def computed() -> dict:
+        record = compute()
+        record.update(identity=cache.identity if cache else None, schedule_key=key)
+        return record
+
+    keep = (lambda record: cache.write_schedule(key, record)) if cache else None
+    return on_main_then_broadcast(computed, is_main, broadcast, keep)
+
+
+def run_on_main(search: Callable[..., dict], settings, context: SearchContext) -> dict:
+    """A search function in the signature of `oss_search` / `ld3_search`, called with the context: on the main
+    process it places the model there; the record reaches the other processes through the broadcast."""
+    device = context.place() if context.is_main else "cpu"
+    return search(
+        settings, sampler=context.sampler, denoiser=context.denoiser, shape=context.shape,
+        sigma_min=context.sigma_min, sigma_max=context.sigma_max, num_steps=context.num_steps,
+        total_steps=context.steps.num_steps, to_zero=context.steps.denoise_to_zero, device=device,
+        sampler_key=context.sampler_key, cache=context.cache, is_main=context.is_main, broadcast=context.broadcast,
+    )  # fmt: skip

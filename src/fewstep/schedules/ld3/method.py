@@ -29,7 +29,7 @@ from fewstep.schedules.ld3.settings import DEFAULTS, Ld3Settings, ld3_settings
 from fewstep.schedules.oss.settings import GITS_REFERENCE_WARMUP
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
-from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
+from fewstep.schedules.searches import SearchContext, cached_on_main, needs_steps, run_on_main
 from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, check_teacher, teacher
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
@@ -100,29 +100,20 @@ def ld3_search(
         raise FewstepError(f"schedule=ld3 needs at least one step from sigma_max to sigma_min, got {num_steps}")
     total_steps = num_steps + int(to_zero) if total_steps is None else int(total_steps)
     grid = base_grid(settings, sigma_min, sigma_max)
-    key = None
-    if cache:
-        what = {"ld3": settings.as_dict(), "record": RECORD_VERSION,
-                "sampler": sampler_key or {"solver": sampler.name},
-                "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
-        key = cache.key(what, grid)
-        record = cache.read_schedule(key, grid, num_steps, (sigma_min, sigma_max), on_grid=False)
-        if record is not None:
-            info(f"ld3 schedule reused from {cache.schedule_path(key)}")
-            return record
+    what = {"ld3": settings.as_dict(), "record": RECORD_VERSION, "sampler": sampler_key or {"solver": sampler.name},
+            "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
 
     def compute() -> dict:
         record = run_search(settings, sampler, denoiser, shape, grid, num_steps, to_zero, device)
-        record.update(total_steps=total_steps, identity=cache.identity if cache else None, schedule_key=key)
-        return record
+        return {**record, "total_steps": total_steps}
 
-    keep = (lambda record: cache.write_schedule(key, record)) if cache else None
-    return on_main_then_broadcast(compute, is_main, broadcast, keep)
+    return cached_on_main("ld3", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast,
+                          on_grid=False)  # fmt: skip
 
 
 def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
                to_zero: bool, device) -> dict:  # fmt: skip
-    from fewstep.schedules import make_schedule
+    from fewstep.schedules import RANGE_FREE, make_schedule
 
     started = time.perf_counter()
     n = len(grid)
@@ -163,11 +154,15 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
                                  "nothing was cached")  # fmt: skip
         return value
 
-    init = make_schedule(settings.init, num_steps, sigma_min, sigma_max)
+    names = list(RANGE_FREE) if settings.init == "best" else [settings.init]
+    starts = {name: make_schedule(name, num_steps, sigma_min, sigma_max) for name in names}
+    init_values = {name: validate(logits_of(sigmas)) for name, sigmas in starts.items()}
+    init_name = min(init_values, key=lambda name: init_values[name])  # init=best: the best on the validation seeds
+    init = starts[init_name]
     theta = torch.nn.Parameter(logits_of(init))
     optimizer = torch.optim.RMSprop([theta], lr=settings.lr, momentum=settings.momentum)
     bound, shift = soft_teacher(settings, shape, num_steps)
-    best_value = init_value = validate(theta.detach())
+    best_value = init_value = init_values[init_name]
     best_theta, worse, lr = theta.detach().clone(), 0, float(settings.lr)
     history = [[0, None, init_value, lr]]
     order = torch.Generator().manual_seed(int(settings.warmup_seed))
@@ -213,13 +208,13 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
     gits_evaluations = GITS_REFERENCE_WARMUP * (n - 1)
     info(f"ld3 search ({sampler.name}, {num_steps} steps, {iteration} steps of learning on {len(train_seeds)} "
          f"samples, {len(valid_seeds)} validation samples): validation {settings.loss} {init_value:.4g} "
-         f"({settings.init}) -> {best_value:.4g}; {evaluations} model evaluations (forward and backward) = "
+         f"({init_name}) -> {best_value:.4g}; {evaluations} model evaluations (forward and backward) = "
          f"{evaluations / gits_evaluations:.2f} GITS reference warm-ups, {seconds:.1f} s")  # fmt: skip
     return {
         "method": "ld3", "sigmas": sigmas.tolist(), "indices": None, "grid": grid.tolist(), "path_cost": best_value,
-        "init": settings.init, "init_value": init_value, "init_sigmas": init.tolist(), "num_steps": num_steps,
-        "to_zero": to_zero, "solver": sampler.name, "settings": settings.as_dict(), "prior_bound": bound,
-        "shift_lr": shift, "iterations": iteration, "history": history,
+        "init": init_name, "init_value": init_value, "init_values": init_values, "init_sigmas": init.tolist(),
+        "num_steps": num_steps, "to_zero": to_zero, "solver": sampler.name, "settings": settings.as_dict(),
+        "prior_bound": bound, "shift_lr": shift, "iterations": iteration, "history": history,
         "validation_seeds": [int(valid_seeds[0]), len(valid_seeds)], "evaluations": evaluations,
         "evaluations_by_part": spent, "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
     }  # fmt: skip
@@ -227,13 +222,7 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
 
 def run(settings: Ld3Settings, context: SearchContext) -> dict:
     """ld3 in the search contract: on the main process (placing the model there), broadcast to the others."""
-    device = context.place() if context.is_main else "cpu"
-    return ld3_search(
-        settings, sampler=context.sampler, denoiser=context.denoiser, shape=context.shape,
-        sigma_min=context.sigma_min, sigma_max=context.sigma_max, num_steps=context.num_steps,
-        total_steps=context.steps.num_steps, to_zero=context.steps.denoise_to_zero, device=device,
-        sampler_key=context.sampler_key, cache=context.cache, is_main=context.is_main, broadcast=context.broadcast,
-    )  # fmt: skip
+    return run_on_main(ld3_search, settings, context)
 
 
 SEARCH = SearchMethod(

@@ -23,7 +23,8 @@ class Ld3Settings:
     grid_size: int = 61
     teacher: str = "ipndm"  # teacher solver on the grid; its end samples are the targets
     teacher_order: int = 4
-    init: str = "logsnr"  # the schedule the parameters start from (LD3: uniform in log-SNR)
+    init: str = "logsnr"  # the schedule the parameters start from (LD3: uniform in log-SNR); "best": the best
+    #   range-free hand-crafted schedule on the validation samples (then never worse than any of them there)
     num_train: int = 50  # training samples (LD3: 50)
     num_validation: int = 50  # validation samples: the best parameters on them are kept (LD3: 50)
     batch_size: int = 2  # training samples per step (LD3: 2)
@@ -67,8 +68,8 @@ def ld3_settings(options: dict | Ld3Settings | None = None) -> Ld3Settings:
         raise FewstepError(f"schedule.loss must be one of {list(LOSSES)}, got {values['loss']!r}")
     if values["base"] not in SCHEDULES:
         raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
-    if values["init"] not in RANGE_FREE:
-        raise FewstepError(f"schedule.init must be one of {list(RANGE_FREE)}, got {values['init']!r}")
+    if values["init"] not in (*RANGE_FREE, "best"):
+        raise FewstepError(f"schedule.init must be one of {[*RANGE_FREE, 'best']}, got {values['init']!r}")
     for key in ("lr", "momentum", "clip", "lr_decay", "min_lr", "prior_bound", "shift_lr"):
         value = values[key]
         if value is not None and not (isinstance(value, int | float) and value >= 0):

@@ -32,7 +32,7 @@ from fewstep.schedules.oss.plot import plot_values
 from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssSettings, oss_settings
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
-from fewstep.schedules.searches import SearchContext, needs_steps, on_main_then_broadcast
+from fewstep.schedules.searches import SearchContext, cached_on_main, needs_steps, run_on_main
 from fewstep.schedules.teacher import (
     WARMUP_NAN_CAUSE,
     base_grid,
@@ -158,25 +158,14 @@ def oss_search(
     check_grid_steps(settings, num_steps, "", "an oss grid")
     total_steps = num_steps if total_steps is None else int(total_steps)
     grid = base_grid(settings, sigma_min, sigma_max)
-    key = None
-    if cache:
-        what = {"oss": settings.as_dict(), "record": RECORD_VERSION,
-                "sampler": sampler_key or {"solver": sampler.name},
-                "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
-        key = cache.key(what, grid)
-        record = cache.read_schedule(key, grid, num_steps, (sigma_min, sigma_max))
-        if record is not None:
-            info(f"oss schedule reused from {cache.schedule_path(key)}")
-            return record
+    what = {"oss": settings.as_dict(), "record": RECORD_VERSION, "sampler": sampler_key or {"solver": sampler.name},
+            "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
 
     def compute() -> dict:
         with torch.no_grad():
-            record = run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
-        record.update(identity=cache.identity if cache else None, schedule_key=key)
-        return record
+            return run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
 
-    keep = (lambda record: cache.write_schedule(key, record)) if cache else None
-    return on_main_then_broadcast(compute, is_main, broadcast, keep)
+    return cached_on_main("oss", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast)
 
 
 def handcrafted_paths(grid: torch.Tensor, num_steps: int) -> dict[str, list[int]]:
@@ -327,13 +316,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
 def run(settings: OssSettings, context: SearchContext) -> dict:
     """oss in the search contract: on the main process (placing the model there), broadcast to the others."""
-    device = context.place() if context.is_main else "cpu"
-    return oss_search(
-        settings, sampler=context.sampler, denoiser=context.denoiser, shape=context.shape,
-        sigma_min=context.sigma_min, sigma_max=context.sigma_max, num_steps=context.num_steps,
-        total_steps=context.steps.num_steps, to_zero=context.steps.denoise_to_zero, device=device,
-        sampler_key=context.sampler_key, cache=context.cache, is_main=context.is_main, broadcast=context.broadcast,
-    )  # fmt: skip
+    return run_on_main(oss_search, settings, context)
 
 
 SEARCH = SearchMethod(
