@@ -27,7 +27,7 @@ from fewstep.schedules.oss.kernel import Validation, nearest_path, race, refine,
 from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import Sampler, get_solver, ipndm
 
-from .conftest import compose_config
+from .conftest import RowCounter, compose_config
 
 
 def gaussian_problem(batch: int = 3, n: int = 8):
@@ -136,22 +136,11 @@ def test_search_bookkeeping_reproduces_the_recorded_error():
                 assert record["indices"] == record["dp_indices"]
 
 
-class CountingDenoiser:
-    """A denoiser that counts its evaluations, one per sample per call."""
-
-    def __init__(self, denoiser):
-        self.denoiser, self.rows = denoiser, 0
-
-    def __call__(self, x, sigma):
-        self.rows += x.shape[0]
-        return self.denoiser(x, sigma)
-
-
 @pytest.mark.parametrize(("solver", "per_sample"), [("euler", False), ("heun", False), ("ipndm_v", True)])
 def test_recorded_evaluations_are_the_model_calls_made(solver, per_sample):
     """The record's cost is what the model was asked for, per sample: the teacher on the warm-up and validation
     noise, the DP, and the validation runs of the finalists and the refinement (each call on the whole batch)."""
-    counter = CountingDenoiser(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
+    counter = RowCounter(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
     settings = {"grid_size": 13, "num_warmup": 4, "min_warmup": 4, "num_validation": 9, "per_sample": per_sample}
     record = oss_search(settings, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=counter, shape=(1, 3, 3),
                     sigma_min=0.002, sigma_max=80.0, num_steps=3)  # fmt: skip

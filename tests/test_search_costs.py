@@ -11,22 +11,13 @@ from fewstep.models import GaussianDenoiser
 from fewstep.models.mixture import GaussianMixtureDenoiser
 from fewstep.schedules.registry import REGISTRY
 
+from .conftest import RowCounter
+
 SMALL = {
     "gits": {"num_warmup": 8, "grid_size": 13, "afs_batch": 3},
     "oss": {"grid_size": 13, "num_warmup": 4, "min_warmup": 4, "num_validation": 8, "validation_chunk": 4},
     "ld3": {"num_train": 4, "num_validation": 4, "grid_size": 13},
 }
-
-
-class RowCounter:
-    """Counts the rows of every call: model evaluations, one per sample per call."""
-
-    def __init__(self, denoiser):
-        self.denoiser, self.rows = denoiser, 0
-
-    def __call__(self, x, sigma):
-        self.rows += x.shape[0]
-        return self.denoiser(x, sigma)
 
 
 def test_every_shipped_search_is_covered():
