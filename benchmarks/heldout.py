@@ -44,15 +44,10 @@ def heldout_denoisers(seed: int, unet: bool) -> list[tuple[str, object, torch.Te
     return found
 
 
-def paired(errors: torch.Tensor, best: torch.Tensor) -> tuple[float, float]:
-    """The mean per-seed difference (searched - best hand-crafted) and its standard error."""
-    difference = (errors - best).double()
-    return float(difference.mean()), float(difference.std() / math.sqrt(len(difference)))
-
-
 def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False) -> None:
     import fewstep
     from fewstep.schedules import RANGE_FREE, make_schedule, polynomial
+    from fewstep.schedules.oss.method import paired_difference
     from fewstep.solvers import SOLVERS, plan_steps
 
     seed = int(time.time()) % 100_000 if seed is None else int(seed)
@@ -95,7 +90,8 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                 row = {"denoiser": name, "solver": solver, "nfe": nfe, "best": best}
                 texts = []
                 for method, (err, cost, seconds) in cells.items():
-                    diff, se = paired(err, hand[best])
+                    against = paired_difference(err, hand[best])
+                    diff, se = against["difference"], against["se"]
                     ratio = float(err.mean()) / float(hand[best].mean())
                     row[method] = (ratio, diff, se, cost, seconds)
                     texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")

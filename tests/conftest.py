@@ -108,13 +108,3 @@ def mnist5k_problem():
     reference = heun(denoiser, noise * 80.0, polynomial(100, 0.002, 80.0))
     return data, denoiser, seeds, noise, reference
 
-
-class RowCounter:
-    """A denoiser wrapper that counts the rows of every call: model evaluations, one per sample per call."""
-
-    def __init__(self, denoiser):
-        self.denoiser, self.rows = denoiser, 0
-
-    def __call__(self, x, sigma):
-        self.rows += x.shape[0]
-        return self.denoiser(x, sigma)

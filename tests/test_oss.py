@@ -12,7 +12,7 @@ import torch
 import fewstep
 from fewstep import FewstepError, run
 from fewstep.data import seeded_noise
-from fewstep.models import GaussianDenoiser
+from fewstep.models import CountingDenoiser, GaussianDenoiser
 from fewstep.schedules import polynomial
 from fewstep.schedules.oss import (
     OssSettings,
@@ -27,7 +27,7 @@ from fewstep.schedules.oss.kernel import Validation, nearest_path, race, refine,
 from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import Sampler, get_solver, ipndm
 
-from .conftest import RowCounter, compose_config
+from .conftest import compose_config
 
 
 def gaussian_problem(batch: int = 3, n: int = 8):
@@ -140,7 +140,7 @@ def test_search_bookkeeping_reproduces_the_recorded_error():
 def test_recorded_evaluations_are_the_model_calls_made(solver, per_sample):
     """The record's cost is what the model was asked for, per sample: the teacher on the warm-up and validation
     noise, the DP, and the validation runs of the finalists and the refinement (each call on the whole batch)."""
-    counter = RowCounter(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
+    counter = CountingDenoiser(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
     settings = {"grid_size": 13, "num_warmup": 4, "min_warmup": 4, "num_validation": 9, "per_sample": per_sample}
     record = oss_search(settings, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=counter, shape=(1, 3, 3),
                     sigma_min=0.002, sigma_max=80.0, num_steps=3)  # fmt: skip

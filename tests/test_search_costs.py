@@ -7,11 +7,9 @@ import pytest
 import torch
 
 import fewstep
-from fewstep.models import GaussianDenoiser
+from fewstep.models import CountingDenoiser, GaussianDenoiser
 from fewstep.models.mixture import GaussianMixtureDenoiser
 from fewstep.schedules.registry import REGISTRY
-
-from .conftest import RowCounter
 
 SMALL = {
     "gits": {"num_warmup": 8, "grid_size": 13, "afs_batch": 3},
@@ -27,7 +25,7 @@ def test_every_shipped_search_is_covered():
 @pytest.mark.parametrize(("solver", "nfe"), [("euler", 4), ("heun", 5), ("unipc", 4)])  # heun 5: the AFS step
 @pytest.mark.parametrize("method", sorted(SMALL))
 def test_recorded_evaluations_are_the_model_calls_made(method, solver, nfe):
-    counter = RowCounter(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
+    counter = CountingDenoiser(GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6)))
     schedule = fewstep.search_schedule(counter, shape=(1, 3, 3), nfe=nfe, solver=solver, method=method,
                                        **SMALL[method])  # fmt: skip
     record = schedule.record

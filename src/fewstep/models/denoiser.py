@@ -183,12 +183,14 @@ def decode(denoiser, x: torch.Tensor) -> torch.Tensor:
 
 
 class CountingDenoiser:
-    """Wraps a denoiser and counts its calls: the NFE a sampler really spent."""
+    """Wraps a denoiser and counts its calls (the NFE a sampler really spent) and their rows (model evaluations,
+    one per sample per call: what a search's record counts)."""
 
     def __init__(self, denoiser: Denoiser):
         self.denoiser = denoiser
-        self.calls = 0
+        self.calls = self.rows = 0
 
     def __call__(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         self.calls += 1
+        self.rows += x.shape[0]
         return self.denoiser(x, sigma)

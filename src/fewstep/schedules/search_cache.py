@@ -50,20 +50,28 @@ def check_schedule(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float,
     the model's range that are the grid's own values at its indices."""
 
     def check(record: dict) -> None:
-        indices, sigmas = record.get("indices"), record.get("sigmas")
+        indices = record.get("indices")
         require(isinstance(indices, list) and all(type(i) is int for i in indices), "no grid indices")
         require(len(indices) == num_steps + 1, f"{len(indices) - 1} steps, expected {num_steps}")
         increasing = all(a < b for a, b in zip(indices, indices[1:], strict=False))
         on_grid = indices[0] == 0 and increasing and indices[-1] <= len(grid) - 1
         require(on_grid, f"indices {indices} are not a path on a {len(grid)}-point grid")
-        require(isinstance(sigmas, list) and len(sigmas) == len(indices) and finite(sigmas), "sigmas not finite")
-        values = torch.tensor(sigmas, dtype=torch.float64)
-        require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
-        low, high = sigma_range
-        require(inside_range(float(values[-1]), float(values[0]), (low, high)), f"sigmas outside [{low:g}, {high:g}]")
+        values = checked_sigmas(record, num_steps, sigma_range)
         require(torch.allclose(values, grid.double()[indices], rtol=1e-12, atol=0), "sigmas are not the grid's")
 
     return check
+
+
+def checked_sigmas(record: dict, num_steps: int, sigma_range: tuple[float, float]) -> torch.Tensor:
+    """The record's sigmas, required to be num_steps + 1 finite, strictly decreasing values inside the range."""
+    sigmas = record.get("sigmas")
+    require(isinstance(sigmas, list) and len(sigmas) == num_steps + 1 and finite(sigmas),
+            f"not {num_steps + 1} finite sigmas")  # fmt: skip
+    values = torch.tensor(sigmas, dtype=torch.float64)
+    require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
+    low, high = sigma_range
+    require(inside_range(float(values[-1]), float(values[0]), (low, high)), f"sigmas outside [{low:g}, {high:g}]")
+    return values
 
 
 def check_sigmas(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float, float]):
@@ -71,14 +79,7 @@ def check_sigmas(grid: torch.Tensor, num_steps: int, sigma_range: tuple[float, f
     first value to its last, inside the model's range."""
 
     def check(record: dict) -> None:
-        sigmas = record.get("sigmas")
-        require(isinstance(sigmas, list) and len(sigmas) == num_steps + 1 and finite(sigmas),
-                f"not {num_steps + 1} finite sigmas")  # fmt: skip
-        values = torch.tensor(sigmas, dtype=torch.float64)
-        require(bool((values[1:] < values[:-1]).all()), "sigmas not strictly decreasing")
-        low, high = sigma_range
-        require(inside_range(float(values[-1]), float(values[0]), (low, high)), f"sigmas outside [{low:g}, {high:g}]")
-        ends = values[[0, -1]]
+        ends = checked_sigmas(record, num_steps, sigma_range)[[0, -1]]
         require(torch.allclose(ends, grid.double()[[0, -1]], rtol=1e-12, atol=0), "sigmas do not span the grid's")
 
     return check

@@ -23,6 +23,7 @@ import torch
 
 from fewstep.data.seeds import seed_range, seeded_noise
 from fewstep.errors import FewstepError, NonFiniteError
+from fewstep.models.denoiser import CountingDenoiser
 from fewstep.schedules.ld3.kernel import logits_of, per_sample_loss, project_to_ball, sigmas_of
 from fewstep.schedules.ld3.plot import plot_training
 from fewstep.schedules.ld3.settings import DEFAULTS, Ld3Settings, ld3_settings
@@ -58,20 +59,6 @@ def soft_teacher(settings: Ld3Settings, shape: tuple[int, ...], num_steps: int) 
     bound = 0.001 * values / num_steps**2 if settings.prior_bound is None else float(settings.prior_bound)
     shift = 12.0 / num_steps if settings.shift_lr is None else float(settings.shift_lr)
     return bound, shift
-
-
-class _Tally:
-    """Counts the model evaluations (rows) of the calls it wraps (`Sampler.solve(..., wrap=tally)`)."""
-
-    def __init__(self):
-        self.rows = 0
-
-    def __call__(self, bound):
-        def counted(x, sigma):
-            self.rows += x.shape[0]
-            return bound(x, sigma)
-
-        return counted
 
 
 def ld3_search(
@@ -141,9 +128,14 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
         return torch.cat([sigmas, sigmas.new_zeros(1)]) if to_zero else sigmas
 
     def losses(theta, noise, seeds, targets, part: str) -> torch.Tensor:
-        tally = _Tally()
-        samples = sampler.solve(denoiser, noise * sigma_max, seeds, sigmas=path(theta), wrap=tally)
-        spent[part] += tally.rows
+        counters = []
+
+        def counted(bound):  # the seed-bound model, counted: the rows of its calls
+            counters.append(CountingDenoiser(bound))
+            return counters[-1]
+
+        samples = sampler.solve(denoiser, noise * sigma_max, seeds, sigmas=path(theta), wrap=counted)
+        spent[part] += counters[0].rows
         return per_sample_loss(samples, targets, settings.loss)
 
     def validate(theta) -> float:

@@ -278,13 +278,11 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     z = float(settings.significance)
     start = race(validation, starts, z)
     path = starts[start]
+    ends = validation(path)  # the start's every chunk; the refinement then spends at most refine_budget warm-ups
     if settings.refine:
-        ends = validation(path)  # the start's every chunk, then at most refine_budget warm-ups of trials
         allowed = spent["validation_runs"] + settings.refine_budget * GITS_REFERENCE_WARMUP * (n - 1)
         path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
                             spent=lambda: spent["validation_runs"] >= allowed)  # fmt: skip
-    else:
-        ends = validation(path)
     value = float(ends.mean())
     start_values = {name: float(validation.seen(candidate).mean()) for name, candidate in starts.items()}
     start_seeds = {name: len(validation.seen(candidate)) for name, candidate in starts.items()}
