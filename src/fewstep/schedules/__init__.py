@@ -12,6 +12,9 @@ from fewstep.schedules.handcrafted import (
     beta,
     check_range,
     discrete,
+    flow,
+    flow_shift_factor,
+    flux_mu,
     kl_optimal,
     logsnr,
     polynomial,
@@ -31,6 +34,7 @@ SCHEDULES: dict[str, Callable[..., torch.Tensor]] = {
     "beta": beta,
     "kl_optimal": kl_optimal,
     "ays": ays,
+    "flow": flow,
 }
 
 
@@ -57,6 +61,9 @@ __all__ = [
     "beta",
     "check_range",
     "discrete",
+    "flow",
+    "flow_shift_factor",
+    "flux_mu",
     "kl_optimal",
     "logsnr",
     "make_schedule",

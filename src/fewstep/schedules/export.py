@@ -8,6 +8,13 @@
   nearest (the reference code's discrete conversion), with the rounding reported; DDIMScheduler, which steps by
   equal strides, is refused. A schedule outside the scheduler's trained sigma range is refused too: diffusers
   would clamp sigma 80 to its last timestep without a word.
+- diffusers' rectified-flow schedulers (FlowMatchEulerDiscreteScheduler, SD3 and Flux pipelines) count time as
+  t = sigma / (1 + sigma) and always take their last step to t = 0: they get the schedule's times without its final
+  0 (a schedule that does not denoise to zero is refused: the scheduler would add a step), passed through the
+  inverse of the scheduler's own `shift`, so its shift lands on the searched times. DPMSolverMultistep and
+  UniPCMultistep with `use_flow_sigmas=True` (and final_sigmas_type "zero") recompute their own times whatever they
+  are given: fewstep sets them to the schedule's times directly after `set_timesteps`, and their integer timesteps
+  (the model's time input, round(1000 t)) to the nearest, with the rounding reported.
 """
 
 from __future__ import annotations
@@ -57,10 +64,64 @@ def check_range(sigmas, alphas_cumprod, what: str) -> None:
                            "own range: model.sigma_min/model.sigma_max)")  # fmt: skip
 
 
+def is_flow_scheduler(scheduler) -> bool:
+    """A diffusers scheduler of rectified flows (its sigmas are flow times t in [0, 1])."""
+    return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
+
+
+def flow_inputs(sigmas, scheduler) -> list[float]:
+    """What to pass as `sigmas=` to a rectified-flow scheduler's `set_timesteps` (or to an SD3 / Flux pipeline's
+    call) so that it runs `sigmas` (fewstep's, largest first, ending in 0): the flow times t = sigma / (1 + sigma)
+    without the final 0 (the scheduler appends it), un-shifted by the scheduler's static `shift`."""
+    name = type(scheduler).__name__
+    values = [float(s) for s in sigmas]
+    if not values or values[-1] != 0:
+        raise FewstepError(f"{name} always takes its last step to t = 0 (it appends the 0 itself), so it would add a "
+                           "step to this schedule, which ends at sigma_min: export a schedule that denoises to zero "
+                           "(denoise_to_zero=true)")  # fmt: skip
+    config = scheduler.config
+    if config.get("final_sigmas_type", "zero") != "zero":
+        raise FewstepError(f"{name} has final_sigmas_type={config['final_sigmas_type']!r}: set it to 'zero' (the "
+                           "schedule ends with a step to 0)")  # fmt: skip
+    if config.get("use_dynamic_shifting"):
+        raise FewstepError(f"{name} has use_dynamic_shifting=True: the pipeline would shift the searched times again "
+                           f"by its mu; use {name}.from_config(config, use_dynamic_shifting=False)")  # fmt: skip
+    shift = float(config.get("shift", 1.0)) if type(scheduler).__name__.startswith("FlowMatch") else 1.0
+    times = [s / (1 + s) for s in values[:-1]]
+    return [t / (shift - (shift - 1) * t) for t in times]  # the inverse of t -> shift t / (1 + (shift - 1) t)
+
+
+def configure_flow(scheduler, sigmas) -> dict:
+    name = type(scheduler).__name__
+    times = flow_inputs(sigmas, scheduler)
+    expected = [s / (1 + s) for s in sigmas[:-1]] + [0.0]
+    if not name.startswith("FlowMatch"):  # use_flow_sigmas: the scheduler's own times, then ours written over them
+        scheduler.set_timesteps(num_inference_steps=len(times))
+        train = int(scheduler.config.num_train_timesteps)
+        timesteps = [round(t * train) for t in times]
+        if len(set(timesteps)) != len(timesteps):
+            raise FewstepError(f"flow times {times} fall on repeated integer timesteps {timesteps} of {name}: use "
+                               "FlowMatchEulerDiscreteScheduler, which takes float times")  # fmt: skip
+        scheduler.sigmas = torch.tensor(expected, dtype=torch.float32)
+        scheduler.timesteps = torch.tensor(timesteps, dtype=torch.int64)
+        rounding = max(abs(k / train - t) for k, t in zip(timesteps, times, strict=True))
+        return {"sigmas": [float(t) for t in scheduler.sigmas], "timesteps": timesteps, "time_rounding": rounding}
+    scheduler.set_timesteps(sigmas=times)
+    got = [float(t) for t in scheduler.sigmas]
+    if len(got) != len(expected) or not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+                                            for a, b in zip(got, expected, strict=False)):  # fmt: skip
+        raise FewstepError(f"{name} rewrote the flow times ({got} instead of {expected}): switch off its "
+                           "use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas / shift_terminal / "
+                           "invert_sigmas")  # fmt: skip
+    return {"sigmas": got}
+
+
 def configure_diffusers(scheduler, sigmas) -> dict:
     """Set `scheduler` to run `sigmas` (a float64 list, largest first; its last value is the scheduler's last
     sigma: 0 to denoise, or sigma_min). Returns what was set: {"sigmas": ...} or {"timesteps": ..., "error": ...}."""
     name = type(scheduler).__name__
+    if is_flow_scheduler(scheduler):
+        return configure_flow(scheduler, [float(s) for s in sigmas])
     alphas = getattr(scheduler, "alphas_cumprod", None)
     if alphas is None:
         raise FewstepError(f"{name} has no alphas_cumprod: not a discrete-time diffusers scheduler")

@@ -196,6 +196,43 @@ def kl_optimal(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tens
     return _pin_endpoints(sigmas, sigma_min, sigma_max)
 
 
+
+def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
+            max_shift: float = 1.15) -> float:  # fmt: skip
+    """Flux's resolution-dependent shift mu: linear in the number of latent patches, from `base_shift` at
+    `base_seq_len` to `max_shift` at `max_seq_len` (diffusers' `calculate_shift`; 1024x1024 is 4096 patches)."""
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    return image_seq_len * slope + base_shift - slope * base_seq_len
+
+
+def flow_shift_factor(shift: float = 1.0, mu: float | None = None) -> float:
+    """The factor a flow's time shift multiplies sigma = t / (1 - t) by. SD3's shift t -> s t / (1 + (s - 1) t) is
+    sigma -> s sigma; Flux's t -> e^mu / (e^mu + 1/t - 1) is sigma -> e^mu sigma (diffusers' exponential time shift;
+    its linear one, mu / (mu + 1/t - 1), is shift = mu)."""
+    if mu is not None:
+        if isinstance(mu, bool) or not isinstance(mu, int | float) or not math.isfinite(mu):
+            raise FewstepError(f"schedule.mu (Flux's time shift) must be a number or null, got {mu!r}")
+        if shift != 1.0:
+            raise FewstepError(f"schedule.shift={shift} and schedule.mu={mu} both shift the times: set one (shift for "
+                               "SD3, mu for Flux) and leave the other at its default")  # fmt: skip
+        return math.exp(mu)
+    if isinstance(shift, bool) or not isinstance(shift, int | float) or not (math.isfinite(shift) and shift > 0):
+        raise FewstepError(f"schedule.shift (the flow's time shift, SD3 uses 3.0) must be a positive number, got "
+                           f"{shift!r}")  # fmt: skip
+    return float(shift)
+
+
+def flow(num_steps: int, sigma_min: float, sigma_max: float, shift: float = 1.0, mu: float | None = None
+         ) -> torch.Tensor:  # fmt: skip
+    """A rectified flow's schedule (diffusers' FlowMatchEulerDiscreteScheduler): uniform in the flow's time
+    t = sigma / (1 + sigma) before its time shift, then shifted by SD3's `shift` or Flux's `mu` (see
+    `flow_shift_factor`): steps uniform in u = t(sigma / s) between the range's ends, so the ends stay exact."""
+    check_range(num_steps, sigma_min, sigma_max)
+    factor = flow_shift_factor(shift, mu)
+    u_high, u_low = (s / factor / (1 + s / factor) for s in (sigma_max, sigma_min))
+    u = u_high + _fractions(num_steps) * (u_low - u_high)
+    return _pin_endpoints(factor * u / (1 - u), sigma_min, sigma_max)
+
 # Align Your Steps (Sabour et al. 2024): the published 10-step sigmas, optimised for each model. Two versions
 # were published and differ in the third decimal for SD 1.5 and SDXL: NVIDIA's how-to page (full precision, the last
 # one the model's sigma_min; ComfyUI's) and the project page's 3-decimal table (diffusers' AysSchedules, which ends

@@ -49,7 +49,8 @@ class Schedule:
         """Without a scheduler: `{"sigmas": [...]}` for `scheduler.set_timesteps(**...)` of schedulers that take
         custom sigmas (the full list: diffusers uses its last value as the final sigma). With one: the scheduler,
         set to run this schedule (sigmas=, or the nearest integer timesteps for schedulers that take only
-        timesteps=; refused where it cannot, see `fewstep.schedules.export`)."""
+        timesteps=; refused where it cannot, see `fewstep.schedules.export`). A rectified-flow scheduler
+        (FlowMatchEulerDiscreteScheduler, or use_flow_sigmas=True) gets the flow times t = sigma / (1 + sigma)."""
         values = [float(s) for s in self.sigmas]
         if scheduler is None:
             return {"sigmas": values}
@@ -57,6 +58,14 @@ class Schedule:
 
         configure_diffusers(scheduler, values)
         return scheduler
+
+    def to_flow_pipeline(self, scheduler) -> dict:
+        """The keyword arguments for an SD3 / Flux pipeline call with its rectified-flow `scheduler`
+        (`pipe(prompt, **schedule.to_flow_pipeline(pipe.scheduler))`): the flow times, un-shifted by the scheduler's
+        shift so that the pipeline's own shift lands on them (see `fewstep.schedules.export.flow_inputs`)."""
+        from fewstep.schedules.export import flow_inputs
+
+        return {"sigmas": flow_inputs(self.sigmas.tolist(), scheduler)}
 
     def to_k_diffusion(self) -> torch.Tensor:
         """k-diffusion's (and ComfyUI's custom sigmas) convention: float64 sigmas ending in 0."""

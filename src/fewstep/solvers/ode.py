@@ -54,7 +54,9 @@ def euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, callback: Callback
     """Euler's method (= DDIM): 1 evaluation per step, order 1."""
     for i, (s, s_next) in step_pairs(sigmas):
         denoised = model_for_step(denoiser, afs, i)(x, s)
-        x_next = denoised if s_next == 0 else x + (s_next - s) * (x - denoised) / s
+        # x + (s_next - s)(x - D)/s, written without the cancellation of x against the step: a flow model's first
+        #   step from sigma_max = 1000 would otherwise lose 1000 x float32's precision
+        x_next = denoised if s_next == 0 else denoised + (s_next / s) * (x - denoised)
         report_step(callback, i, s, s_next, x, denoised, x_next)
         x = x_next
     return x
