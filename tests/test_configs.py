@@ -57,7 +57,7 @@ def test_dataset_instantiates(make_cfg, name):
 def test_model_instantiates_and_denoises(make_cfg, name):
     cfg = make_cfg(f"model={name}", "dataset=mnist5k" if name == "unet_mnist5k" else "dataset=digits")
     assert 0 < cfg.model.sigma_min < cfg.model.sigma_max and cfg.model.parametrization
-    if name not in ("kde", "flow_kde", "gaussian", "unet_mnist5k"):  # real checkpoints: tests/test_diffusers_models.py etc.
+    if name not in ("kde", "flow_kde", "gaussian", "unet_mnist5k"):  # real checkpoints: test_diffusers_models.py etc.
         from hydra.utils import get_object
 
         assert callable(get_object(cfg.model.denoiser._target_))

@@ -57,7 +57,8 @@ def test_velocity_x0_and_eps_predictions_give_one_denoiser(data, velocity):
     sigma = torch.tensor([0.1, 0.5, 1.0, 3.0, 20.0, 500.0], dtype=torch.float64)
     reference = flow_denoiser(velocity)(x, sigma)
     for prediction, model in (("x0", x0_model), ("eps", eps_model)):
-        torch.testing.assert_close(flow_denoiser(model, prediction=prediction)(x, sigma), reference, rtol=1e-9, atol=1e-9)
+        denoised = flow_denoiser(model, prediction=prediction)(x, sigma)
+        torch.testing.assert_close(denoised, reference, rtol=1e-9, atol=1e-9)
     # and the wrapper is the denoiser whose flow it read: D(x, sigma) of the KDE itself
     torch.testing.assert_close(reference, velocity.denoiser(x, sigma), rtol=1e-9, atol=1e-9)
 
