@@ -381,15 +381,19 @@ class LatentDenoiser(VPDiscreteDenoiser):
     def guidance_scale(self) -> float:
         return self.net.guidance_scale
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images vae.decode(z / scaling_factor (+ shift_factor)), clamped to [-1, 1], in the latents' dtype."""
-        p = next(self.vae.parameters())
-        z = latents.to(p.device, p.dtype) / self.vae.config.scaling_factor
-        shift = getattr(self.vae.config, "shift_factor", None)
-        if shift is not None:
-            z = z + shift
-        return self.vae.decode(z).sample.clamp(-1, 1).to(latents.dtype)
+        return vae_decode(self.vae, latents)
+
+
+@torch.no_grad()
+def vae_decode(vae: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Images vae.decode(z / scaling_factor (+ shift_factor)), clamped to [-1, 1], in the latents' dtype."""
+    p = next(vae.parameters())
+    z = latents.to(p.device, p.dtype) / vae.config.scaling_factor
+    shift = getattr(vae.config, "shift_factor", None)
+    if shift is not None:
+        z = z + shift
+    return vae.decode(z).sample.clamp(-1, 1).to(latents.dtype)
 
 
 def load_latent_diffusion(

@@ -85,7 +85,10 @@ class FlowDenoiser(nn.Module):
         return (x_t - t * out) / (1 - t)
 
     def _for_seeds(self, seeds: torch.Tensor) -> FlowDenoiser:
-        return FlowDenoiser(self.model.for_seeds(seeds), self.prediction, self.time_scale, self.sigma_range)
+        bound = FlowDenoiser(self.model.for_seeds(seeds), self.prediction, self.time_scale, self.sigma_range)
+        bound.image_shape, bound.sample_shape = self.image_shape, self.sample_shape
+        bound.rows_independent = self.rows_independent
+        return bound
 
     def fingerprint(self) -> str | None:
         """The wrapped model's (None for a closed form or a plain callable), with how it is read."""

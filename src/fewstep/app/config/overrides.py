@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from fewstep.errors import FewstepError
 
 # sections whose added keys their consumer checks itself (solver and schedule options, loggers by name)
-CHECKED_BY_CONSUMER = ("solver", "schedule", "schedule.base_options", "logger")
+CHECKED_BY_CONSUMER = ("solver", "schedule", "schedule.base_options", "eval.baseline_options", "logger")
 SHOWN = 12  # options or keys named in one line
 
 
@@ -68,6 +68,9 @@ def composition_error_line(err: Exception, argv: Sequence[str]) -> str:
         key = str(full_key).rpartition(".")[2]
         where = str(full_key).rpartition(".")[0]
         keys = [k for k in parent.keys() if k != "hydra"]
+        if not keys:
+            return (f"{typed_override(str(full_key), argv)}: no key {key!r} in {where or 'the config'}, which is "
+                    f"empty: add it with +{full_key}=VALUE")  # fmt: skip
         return (f"{typed_override(str(full_key), argv)}: no key {key!r} in {where or 'the config'}"
                 + listing(key, keys, "its keys"))  # fmt: skip
     if isinstance(err, OverrideParseException):
@@ -94,6 +97,8 @@ def check_added_keys(cfg: DictConfig, overrides: Sequence[str], groups: Iterable
         if override.type != OverrideType.ADD or key in groups or "/" in key or key.split(".")[0] == "hydra":
             continue
         parts = key.split(".")
+        if any(".".join(parts[:i]) in CHECKED_BY_CONSUMER for i in range(1, len(parts))):
+            continue
         level = len(parts) - 1
         while level > 0 and set(_node(cfg, parts[:level]).keys()) <= {parts[level]}:
             level -= 1  # the parent was made by this override too: name the first new key

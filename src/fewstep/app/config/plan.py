@@ -161,6 +161,14 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     dry_run(spec, options, planned)
     settings = eval_settings(cfg.eval) if evaluate else None
     baseline_name = baseline_schedule(cfg) if evaluate else None
+    if baseline_name is not None:  # its options are checked here, before the model loads and a search runs
+        base_options = container(cfg.eval.get("baseline_options") or {})
+        try:
+            base_sigmas, _ = build_sigmas({**base_options, "name": baseline_name}, spec, steps.nfe, steps.afs,
+                                          steps.denoise_to_zero, sigma_min, sigma_max)  # fmt: skip
+        except FewstepError as err:
+            raise FewstepError(f"eval.baseline={baseline_name} with eval.baseline_options={base_options}: "
+                               f"{err}") from None
 
     # 2. data and model, their declared traits checked against the config
     model = load_model(cfg)
@@ -200,9 +208,8 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
     seeds = tuple(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     baseline = reference = None
     if baseline_name is not None:
-        base_sigmas, _ = build_sigmas({"name": baseline_name}, spec, steps.nfe, steps.afs, steps.denoise_to_zero,
-                                      sigma_min, sigma_max)  # fmt: skip
-        baseline = Comparison(baseline_name, sampler.with_sigmas(base_sigmas),
+        label = baseline_name + (f"({', '.join(f'{k}={v}' for k, v in base_options.items())})" if base_options else "")
+        baseline = Comparison(label, sampler.with_sigmas(base_sigmas),
                               samples_dir(cache_dir, identity, solver_cfg, base_sigmas, steps.afs))  # fmt: skip
     if evaluate and cfg.eval.reference.solver:  # null: no truncation error (e.g. 50k samples of a large model)
         reference = reference_comparison(container(cfg.eval.reference), sigmas, identity, shape, cache_dir)
