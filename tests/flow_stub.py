@@ -31,12 +31,12 @@ def t5_parts(folder: Path, suffix: str, d_model: int = 16):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
-    words = ["<pad>", "</s>", "<unk>", "a", "cat", "dog", "on", "mat"]
+    words = ["<pad>", "</s>", "<unk>", *("\u2581" + w for w in ("a", "cat", "dog", "on", "mat"))]  # T5's word marks
     backend = Tokenizer(models.Unigram([(w, 0.0) for w in words], unk_id=2))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = T5TokenizerFast(tokenizer_object=backend, extra_ids=0, pad_token="<pad>", eos_token="</s>",
-                                unk_token="<unk>")  # fmt: skip
-    tokenizer.save_pretrained(folder / f"tokenizer{suffix}")
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    T5TokenizerFast(tokenizer_object=backend, extra_ids=0, pad_token="<pad>", eos_token="</s>",
+                    unk_token="<unk>").save_pretrained(folder / f"tokenizer{suffix}")  # fmt: skip
+    tokenizer = T5TokenizerFast.from_pretrained(folder / f"tokenizer{suffix}")  # as a loader reads it
     model = T5EncoderModel(T5Config(vocab_size=len(words), d_model=d_model, d_kv=8, d_ff=32, num_layers=1,
                                     num_heads=2)).eval()  # fmt: skip
     model.save_pretrained(folder / f"text_encoder{suffix}")
