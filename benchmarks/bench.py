@@ -31,6 +31,8 @@
    schedule, GITS, oss and ld3 for each solver (--solvers) and NFE (--nfes) on two Gaussian mixtures drawn from a
    seed (--heldout-seed; new each run by default), the digits KDE, the mnist5k KDE and with --heldout-unet the
    shipped U-Net: ratios to the best hand-crafted schedule with paired standard errors, and each search's cost.
+15. Flow models (--only flow; not in the default run): the error of starting a flow at sigma_max instead of t = 1,
+   and every deterministic solver with schedule=flow (shift 1, 3) and polynomial on KDE flows and flow_mnist5k.
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -45,6 +47,7 @@ from analysis import analysis
 from ddp import ddp_overheads
 from determinism import determinism
 from evaluation import evaluation
+from flow import flow_models
 from gits_tables import gits_timings, truncation_table
 from heldout import heldout
 from learned import learned_model
@@ -145,6 +148,8 @@ def main() -> None:
         joblib_threads()
     if "ddp" in args.only:
         ddp_overheads()
+    if "flow" in args.only:
+        flow_models(solvers=args.solvers)
     if "heldout" in args.only:
         heldout(args.solvers, args.nfes, args.heldout_samples, args.heldout_seed, args.heldout_unet)
 

@@ -24,7 +24,7 @@ from fewstep.errors import NonFiniteError
 from fewstep.geometry.recording import record_trajectories, write_batch
 from fewstep.metrics.quantize import quantize
 from fewstep.models.denoiser import bind_seeds, decode
-from fewstep.models.training import edm_loss, ema_decay
+from fewstep.models.training import ema_decay, training_loss
 from fewstep.models.unet import EDMPrecond
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
@@ -163,11 +163,14 @@ class WarmupModule(SeedShardedModule):
 
 
 class DiffusionTraining(L.LightningModule):
-    """Trains `model` with the EDM loss; `ema` (same architecture) is what gets saved and sampled."""
+    """Trains `model` with the EDM loss (or the rectified flow's, `objective="flow"`); `ema` (same architecture) is
+    what gets saved and sampled."""
 
     def __init__(self, model: EDMPrecond, lr: float = 1e-3, warmup_steps: int = 50, p_mean: float = -1.2,
-                 p_std: float = 1.2, ema_halflife_images: float = 10_000, ema_rampup: float | None = 0.1):  # fmt: skip
+                 p_std: float = 1.2, ema_halflife_images: float = 10_000, ema_rampup: float | None = 0.1,
+                 objective: str = "edm", logit_mean: float = 0.0, logit_std: float = 1.0):  # fmt: skip
         super().__init__()
+        self.objective, self.logit_mean, self.logit_std = objective, float(logit_mean), float(logit_std)
         self.model = model
         self.ema = copy.deepcopy(model).requires_grad_(False)
         self.lr, self.warmup_steps = float(lr), int(warmup_steps)
@@ -181,9 +184,11 @@ class DiffusionTraining(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (images,) = batch
         self.batch_images = images.shape[0]
-        loss = edm_loss(self.model, images, self.p_mean, self.p_std)
+        loss = training_loss(self.model, images, self.objective, self.p_mean, self.p_std, self.logit_mean,
+                             self.logit_std)  # fmt: skip
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"the EDM loss is {loss.item()} at step {self.global_step}; lower task.lr")
+            raise FloatingPointError(f"the {self.objective} loss is {loss.item()} at step {self.global_step}; lower "
+                                     "task.lr")  # fmt: skip
         self.losses.append(loss.item())
         self.log("train_loss", loss, prog_bar=True)
         return loss

@@ -1,6 +1,7 @@
 """EDM training of a denoiser (Karras et al. 2022, section 5): log-normal noise levels, the loss weight
-lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2, Adam with a linear warm-up, and an EMA of the weights whose
-half-life ramps up with the images seen (as EDM's `ema_halflife_kimg` / `ema_rampup_ratio`)."""
+lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2; or a rectified flow's (logit-normal times, as SD3); Adam with a
+linear warm-up, and an EMA of the weights whose half-life ramps up with the images seen (as EDM's
+`ema_halflife_kimg` / `ema_rampup_ratio`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,24 @@ def edm_loss(model: EDMPrecond, images: torch.Tensor, p_mean: float, p_std: floa
     sd = model.sigma_data
     weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
     return (weight * (model(images + noise, sigma.flatten()) - images) ** 2).mean()
+
+
+def flow_loss(model, images: torch.Tensor, logit_mean: float, logit_std: float, generator=None) -> torch.Tensor:
+    """The rectified-flow loss: mean squared error of the velocity eps - x0 at x_t = (1 - t) x0 + t eps, with
+    logit-normal times t = sigmoid(N(logit_mean, logit_std^2)) (SD3's training: 0 and 1)."""
+    normal = torch.randn(images.shape[0], generator=generator, device=images.device)
+    t = torch.sigmoid(normal * logit_std + logit_mean).reshape(-1, 1, 1, 1)
+    noise = torch.randn(images.shape, generator=generator, device=images.device)
+    x_t = (1 - t) * images + t * noise
+    return ((model(x_t, t.flatten()) - (noise - images)) ** 2).mean()
+
+
+def training_loss(model, images: torch.Tensor, objective: str, p_mean: float, p_std: float, logit_mean: float,
+                  logit_std: float, generator=None) -> torch.Tensor:  # fmt: skip
+    """The loss of `objective`: EDM's (`edm_loss`) or the rectified flow's (`flow_loss`)."""
+    if objective == "flow":
+        return flow_loss(model, images, logit_mean, logit_std, generator)
+    return edm_loss(model, images, p_mean, p_std, generator)
 
 
 def ema_decay(images_seen: int, batch_size: int, halflife_images: float, rampup: float | None) -> float:

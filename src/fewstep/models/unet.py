@@ -124,17 +124,45 @@ class EDMPrecond(nn.Module):
         return (c_skip * x + c_out * out).to(x.dtype)
 
 
-def build_unet(config: dict) -> EDMPrecond:
-    """The preconditioned network a checkpoint config describes (`in_channels`, `channels`, `emb_dim`, ...)."""
+class FlowVelocity(nn.Module):
+    """A rectified flow's velocity v(x_t, t) = F(x_t, t) for x_t = (1 - t) x0 + t eps (`objective: flow`): the network
+    as it is, the flow's time t in [0, 1] as its noise label (x_t's scale stays within [sd, 1] without
+    preconditioning)."""
+
+    def __init__(self, net: nn.Module, sigma_range: tuple[float, float] = (0.002, 999.0)):
+        super().__init__()
+        self.net = net
+        self.sigma_range = (float(sigma_range[0]), float(sigma_range[1]))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        weight = next(self.net.parameters(), None)
+        dtype = weight.dtype if weight is not None else torch.float32
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(x_t.shape[0])
+        return self.net(x_t.to(dtype), t.to(dtype)).to(x_t.dtype)
+
+
+OBJECTIVES = ("edm", "flow")
+
+
+def build_unet(config: dict) -> EDMPrecond | FlowVelocity:
+    """The network a checkpoint config describes (`in_channels`, `channels`, `emb_dim`, ...): EDM-preconditioned,
+    or a flow's velocity for `objective: flow` (see `load_unet` for its denoiser)."""
     net = UNet(int(config["in_channels"]), tuple(config["channels"]), int(config.get("emb_dim", 128)),
                int(config.get("groups", 8)))  # fmt: skip
-    model = EDMPrecond(net, float(config.get("sigma_data", 0.5)), tuple(config.get("sigma_range", (0.002, 80.0))))
+    sigma_range = tuple(config.get("sigma_range", (0.002, 80.0)))
+    objective = config.get("objective", "edm")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r}")
+    if objective == "flow":
+        model = FlowVelocity(net, sigma_range)
+    else:
+        model = EDMPrecond(net, float(config.get("sigma_data", 0.5)), sigma_range)
     if config.get("image_shape"):
         model.image_shape = tuple(int(d) for d in config["image_shape"])
     return model
 
 
-def checkpoint(model: EDMPrecond, config: dict, extra: dict | None = None) -> dict:
+def checkpoint(model: nn.Module, config: dict, extra: dict | None = None) -> dict:
     """A weights-only-loadable dict: tensors, numbers, strings and lists only."""
     return {"format": CHECKPOINT_FORMAT, "config": dict(config), "state_dict": model.state_dict(), **(extra or {})}
 
@@ -148,10 +176,16 @@ def resolve_weights(path: str | Path, option: str) -> Path:
     return resolve_pretrained(path, option)
 
 
-def load_unet(path: str | Path, map_location: str = "cpu") -> EDMPrecond:
-    """A fewstep U-Net checkpoint (from `task=train`), loaded with weights_only=True, in eval mode. A bare file
-    name that is not a local file names a model shipped with fewstep (e.g. unet_mnist5k.pt)."""
-    return load_unet_checkpoint(path, map_location)[0]
+def load_unet(path: str | Path, map_location: str = "cpu"):
+    """A fewstep U-Net checkpoint (from `task=train`), loaded with weights_only=True, in eval mode, as a denoiser
+    D(x, sigma) (a flow model through `flow_denoiser`). A bare file name that is not a local file names a model
+    shipped with fewstep (e.g. unet_mnist5k.pt, flow_mnist5k.pt)."""
+    model = load_unet_checkpoint(path, map_location)[0]
+    if isinstance(model, FlowVelocity):
+        from fewstep.models.flow import flow_denoiser
+
+        return flow_denoiser(model, sigma_range=model.sigma_range)
+    return model
 
 
 def load_unet_checkpoint(path: str | Path, map_location: str = "cpu",

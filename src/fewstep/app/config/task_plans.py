@@ -28,6 +28,9 @@ class TrainSettings:
     warmup_steps: int
     p_mean: float  # ln(sigma) ~ N(p_mean, p_std^2) (EDM)
     p_std: float
+    objective: str  # edm | flow
+    logit_mean: float  # flow: t = sigmoid(N(logit_mean, logit_std^2)) (SD3)
+    logit_std: float
     ema_halflife_images: float
     ema_rampup: float | None
     checkpoint_every: int
@@ -51,7 +54,9 @@ class TrainPlan:
 
 
 def network_config(task: DictConfig, dataset: ImageDataset) -> dict:
+    flow = {"objective": "flow"} if task.get("objective", "edm") == "flow" else {}  # EDM configs stay as they were
     return {
+        **flow,
         "in_channels": dataset.shape[0],
         "channels": list(task.channels),
         "emb_dim": int(task.emb_dim),
@@ -72,9 +77,14 @@ def build_train_plan(cfg: DictConfig) -> TrainPlan:
     if len(dataset.images) < 2:
         raise FewstepError(f"dataset {dataset.name!r} has no images to train on")
     rampup = task.ema_rampup
+    objective = str(task.get("objective", "edm"))
+    if objective not in ("edm", "flow"):
+        raise FewstepError(f"task.objective must be edm or flow (a rectified flow, as SD3), got {objective!r}")
     settings = TrainSettings(
         steps=int(task.steps), batch_size=int(task.batch_size), lr=float(task.lr), warmup_steps=int(task.warmup_steps),
-        p_mean=float(task.p_mean), p_std=float(task.p_std), ema_halflife_images=float(task.ema_halflife_images),
+        p_mean=float(task.p_mean), p_std=float(task.p_std), objective=objective,
+        logit_mean=float(task.get("logit_mean", 0.0)), logit_std=float(task.get("logit_std", 1.0)),
+        ema_halflife_images=float(task.ema_halflife_images),
         ema_rampup=None if rampup is None else float(rampup), checkpoint_every=int(task.checkpoint_every),
         log_every=int(task.log_every), resume=bool(task.resume), seed=int(task.seed), install=bool(task.install),
         init_from=task.get("init_from"),

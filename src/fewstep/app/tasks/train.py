@@ -3,6 +3,7 @@
 python run.py task=train dataset=digits task.steps=300           # writes unet_digits.pt + unet_digits.json
 python run.py task=train dataset=mnist5k task.install=true        # also replaces the shipped unet_mnist5k.pt
 python run.py task=train trainer=ddp trainer.devices=2            # data-parallel (gloo on CPU)
+python run.py task=train dataset=mnist5k task.objective=flow task.sigma_max=999 task.install=true  # flow_mnist5k.pt
 
 The checkpoint holds the EMA weights and the network's config; it loads with torch.load(weights_only=True)
 through `model=unet` (`model.denoiser.path=...`). An interrupted run continues from
@@ -34,12 +35,13 @@ EVAL_IMAGES = 1024  # images in the fixed-noise evaluation loss (same noise befo
 def fixed_noise_loss(model, images: torch.Tensor, settings) -> float:
     """The EDM loss on the first EVAL_IMAGES images with noise from a fixed seed: comparable across models.
     (The U-Net has no dropout or batch norm, so train and eval modes compute the same function.)"""
-    from fewstep.models.training import edm_loss
+    from fewstep.models.training import training_loss
 
     generator = torch.Generator().manual_seed(12345)
     with torch.no_grad():
         batch = images[:EVAL_IMAGES].to(next(model.parameters()).device)
-        return edm_loss(model, batch, settings.p_mean, settings.p_std, generator).item()
+        return training_loss(model, batch, settings.objective, settings.p_mean, settings.p_std, settings.logit_mean,
+                             settings.logit_std, generator).item()  # fmt: skip
 
 
 def train(cfg) -> dict | None:
@@ -55,7 +57,7 @@ def train(cfg) -> dict | None:
     L.seed_everything(settings.seed, verbose=False)
     module = DiffusionTraining(
         build_unet(config), settings.lr, settings.warmup_steps, settings.p_mean, settings.p_std,
-        settings.ema_halflife_images, settings.ema_rampup,
+        settings.ema_halflife_images, settings.ema_rampup, settings.objective, settings.logit_mean, settings.logit_std,
     )  # fmt: skip
     module.network = config
     previous = init_from(module, settings.init_from, config)
@@ -116,7 +118,7 @@ def train(cfg) -> dict | None:
         **({"init_from": previous} if previous else {}),
         "command": plan.command,
     }
-    name = f"unet_{dataset.name}"
+    name = f"{'flow' if settings.objective == 'flow' else 'unet'}_{dataset.name}"
     weights = atomic_torch_save(run_dir / f"{name}.pt", checkpoint(ema, config, {"images_seen": module.images_seen}))
     atomic_save_json(run_dir / f"{name}.json", record)
     _save_samples(ema, dataset.shape, run_dir / "samples.png")
@@ -128,7 +130,7 @@ def train(cfg) -> dict | None:
             shutil.copy(path, WEIGHTS_DIR / path.name)
         info(f"installed as the shipped model in {WEIGHTS_DIR}")
     info(
-        f"U-Net on {dataset.name}: {record['steps']} steps in {seconds:.0f} s, fixed-noise loss "
+        f"{settings.objective} U-Net on {dataset.name}: {record['steps']} steps in {seconds:.0f} s, fixed-noise loss "
         f"{module.initial_loss:.4f} -> {record['fixed_noise_loss_after']:.4f}; weights {weights}"
     )
     atomic_save_json(run_dir / "config.json", plan.config)
@@ -156,9 +158,13 @@ def _save_samples(model, shape, path: Path, num: int = 64) -> None:
     """A grid of samples from seeds 0..num-1 with Heun, 18 steps ending at 0 (35 NFE): how the model looks."""
     from fewstep.app.plots import save_image_grid
     from fewstep.data import seeded_noise
+    from fewstep.models.flow import flow_denoiser
+    from fewstep.models.unet import FlowVelocity
     from fewstep.schedules import polynomial
     from fewstep.solvers import Sampler, get_solver
 
+    if isinstance(model, FlowVelocity):
+        model = flow_denoiser(model, sigma_range=model.sigma_range)
     sigmas = torch.cat([polynomial(17, *model.sigma_range, rho=7.0), torch.zeros(1, dtype=torch.float64)])
     seeds = torch.arange(num)
     with torch.no_grad():
