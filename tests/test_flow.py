@@ -290,3 +290,35 @@ def test_train_a_flow_then_sample_with_it(tmp_path):
                       tmp_path / "sample")  # fmt: skip
     assert sampled.returncode == 0, sampled.stderr[-3000:]
     assert math.isfinite(json.loads((tmp_path / "sample" / "run" / "metrics.json").read_text())["truncation_error"])
+
+
+@pytest.mark.parametrize("name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler"])
+def test_flow_sigma_multistep_schedulers_sample_what_fewsteps_solvers_do(data, velocity, searched, name):
+    """diffusers' DPM-Solver++(2M) and UniPC in flow mode (use_flow_sigmas, flow_prediction) on the exported times,
+    against fewstep's dpmpp / unipc on the same sigmas: every state, as the flow's x_t (float64 model; diffusers rounds
+    its DPM state to float32 in each step)."""
+    import diffusers
+
+    from fewstep.solvers import dpmpp, unipc
+
+    scheduler = getattr(diffusers, name)(use_flow_sigmas=True, prediction_type="flow_prediction", solver_order=2,
+                                         lower_order_final=True)  # fmt: skip
+    searched.to_diffusers(scheduler)
+    scheduler.sigmas = scheduler.sigmas.to(torch.float64)
+    scheduler.set_begin_index(0)
+    times = scheduler.sigmas
+    noise = seeded_noise(torch.arange(4), data.shape).double()
+    x_t, theirs = noise * times[0], []
+    for k, step in enumerate(scheduler.timesteps):
+        x_t = scheduler.step(velocity(x_t, times[k].expand(len(x_t))), step, x_t).prev_sample.double()
+        if k > 0 and name.startswith("UniPC"):
+            theirs[-1] = scheduler.last_sample  # UniPC corrects the previous state once the model ran there
+        theirs.append(x_t)
+    sigmas = flow_sigma(times)
+    solver, options = (dpmpp, {"max_order": 2}) if name.startswith("DPM") else (unipc, {"max_order": 2})
+    ours = []
+    solver(flow_denoiser(velocity), noise * sigmas[0], sigmas, **options,
+           callback=lambda step: ours.append(step["x_next"] / (1 + step["sigma_next"])))  # fmt: skip
+    assert len(ours) == len(theirs) == 6
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a - b).abs().max() < 1e-5 * b.abs().max()
