@@ -162,13 +162,15 @@ def test_flow_schedule_refuses_two_shifts_and_bad_values():
 # Export
 
 
-@pytest.fixture(scope="module")
-def searched(data):
-    """A GITS schedule searched on the digits' flow for Euler at NFE 6, ending with the step to 0."""
+@pytest.fixture(scope="module", params=[80.0, 999.0, 1e4])
+def searched(data, request):
+    """A GITS schedule searched on the digits' flow for Euler at NFE 6 from sigma_max 80, 999 (the flow configs')
+    or 1e4, ending with the step to 0."""
     from fewstep import search_schedule
 
     return search_schedule(kde_flow(data.images), shape=data.shape, nfe=6, solver="euler", method="gits",
-                           sigma_min=0.002, sigma_max=1e4, afs=False, denoise_to_zero=True, num_warmup=16)  # fmt: skip
+                           sigma_min=0.002, sigma_max=request.param, afs=False, denoise_to_zero=True,
+                           num_warmup=16)  # fmt: skip
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])
