@@ -55,9 +55,9 @@ def test_dataset_instantiates(make_cfg, name):
 
 @pytest.mark.parametrize("name", options("model"))
 def test_model_instantiates_and_denoises(make_cfg, name):
-    cfg = make_cfg(f"model={name}", "dataset=mnist5k" if name == "unet_mnist5k" else "dataset=digits")
+    cfg = make_cfg(f"model={name}", "dataset=mnist5k" if name.endswith("_mnist5k") else "dataset=digits")
     assert 0 < cfg.model.sigma_min < cfg.model.sigma_max and cfg.model.parametrization
-    if name not in ("kde", "flow_kde", "gaussian", "unet_mnist5k"):  # real checkpoints: test_diffusers_models.py etc.
+    if name not in ("kde", "flow_kde", "gaussian", "unet_mnist5k", "flow_mnist5k"):  # real checkpoints: other tests
         from hydra.utils import get_object
 
         assert callable(get_object(cfg.model.denoiser._target_))
