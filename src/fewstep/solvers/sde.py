@@ -339,7 +339,7 @@ def euler_ancestral(
             x_next = denoised
         else:
             sigma_down, sigma_up = ancestral_step(s, s_next, eta)
-            x_next = x + (sigma_down - s) * (x - denoised) / s
+            x_next = denoised + (sigma_down / s) * (x - denoised)  # Euler's step, as `euler` writes it
             if sigma_up > 0:
                 x_next = x_next + sigma_up * _draw(noise, x)
         report_step(callback, i, s, s_next, x, denoised, x_next)
