@@ -226,6 +226,7 @@ def test_flow_sigma_schedulers_get_the_schedules_times(searched, name):
 # A whole run
 
 
+@pytest.mark.slow  # the README's `model=flow_mnist5k schedule=gits` run covers a flow model through run.py in make test
 def test_a_flow_model_runs_end_to_end_with_a_searched_schedule(tmp_path):
     """`python run.py model=flow_kde experiment=quick schedule=gits nfe=5`: the flow wrapper through the CLI, the
     search, sampling and scoring; the searched schedule beats the baseline on the truncation error."""
@@ -263,6 +264,7 @@ def test_flow_loss_is_the_velocity_error_at_logit_normal_times(data):
     torch.testing.assert_close(loss, ((noise - images) ** 2).mean())
 
 
+@pytest.mark.slow  # 15 s; the flow loss and the flow checkpoint's loading are tested in make test
 def test_train_a_flow_then_sample_with_it(tmp_path):
     """`task=train task.objective=flow` lowers the flow loss and writes flow_digits.pt, which `model=unet` loads
     as a flow denoiser (D = x_t - t v) and samples with."""
