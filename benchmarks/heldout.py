@@ -1,7 +1,9 @@
 """Section `heldout`: every hand-crafted schedule and every search on denoisers the searches were not developed on.
 
 Denoisers: two Gaussian mixtures in 64-D drawn from a seed (exact posterior means, full covariances; a new seed per
-run unless --heldout-seed), the digits KDE, the mnist5k KDE and, with --heldout-unet, the shipped U-Net. For every
+run unless --heldout-seed), the digits KDE, the mnist5k KDE, with --heldout-unet the shipped U-Net and with
+--heldout-flow the shipped rectified flow (flow_mnist5k, over [0.002, 999], with schedule=flow at shift 1 and 3 among
+the hand-crafted schedules; --heldout-only-flow leaves the other denoisers out). For every
 deterministic solver (--solvers) at every NFE (--nfes): the truncation error (mean L2 to a Heun-100 reference from
 the same noise, --heldout-samples seeds 0..N-1) of each range-free hand-crafted schedule, GITS, oss and ld3 (at
 their shipped defaults), each search's ratio to the best hand-crafted schedule of the cell with the paired per-seed
@@ -22,29 +24,37 @@ import torch
 SEARCHES = ("gits", "oss", "ld3")
 
 
-def heldout_denoisers(seed: int, unet: bool) -> list[tuple[str, object, torch.Tensor]]:
-    """(name, denoiser, data for the AFS prior's moments) of each held-out denoiser."""
+EDM_RANGE = (0.002, 80.0)
+FLOW_RANGE = (0.002, 999.0)  # the flow configs' (t_max = 0.999)
+FLOW_SCHEDULES = {"flow": {}, "flow shift 3": {"shift": 3.0}}  # hand-crafted schedules of flows, beside RANGE_FREE
+
+
+def heldout_denoisers(seed: int, unet: bool, flow: bool = False, only_flow: bool = False) -> list[tuple]:
+    """(name, denoiser, data for the AFS prior's moments, sigma range, extra hand-crafted schedules) of each
+    held-out denoiser."""
     from fewstep.data import digits, mnist5k
-    from fewstep.models import KDEDenoiser
+    from fewstep.models import KDEDenoiser, load_unet
     from fewstep.models.mixture import GaussianMixtureDenoiser
 
     found = []
-    for offset in (0, 1):
-        mixture = GaussianMixtureDenoiser.random(seed + offset, components=8, shape=(1, 8, 8))
-        found.append((f"mixture (seed {seed + offset})", mixture,
-                      mixture.sample(2000, torch.Generator().manual_seed(seed)).float()))  # fmt: skip
-    small = digits()
-    found.append(("digits KDE", KDEDenoiser(small.images), small.images))
     data = mnist5k()
-    found.append(("mnist5k KDE", KDEDenoiser(data.images), data.images))
-    if unet:
-        from fewstep.models import load_unet
-
-        found.append(("unet_mnist5k", load_unet("unet_mnist5k.pt"), data.images))
+    if not only_flow:
+        for offset in (0, 1):
+            mixture = GaussianMixtureDenoiser.random(seed + offset, components=8, shape=(1, 8, 8))
+            moments = mixture.sample(2000, torch.Generator().manual_seed(seed)).float()
+            found.append((f"mixture (seed {seed + offset})", mixture, moments, EDM_RANGE, {}))
+        small = digits()
+        found.append(("digits KDE", KDEDenoiser(small.images), small.images, EDM_RANGE, {}))
+        found.append(("mnist5k KDE", KDEDenoiser(data.images), data.images, EDM_RANGE, {}))
+        if unet:
+            found.append(("unet_mnist5k", load_unet("unet_mnist5k.pt"), data.images, EDM_RANGE, {}))
+    if flow or only_flow:
+        found.append(("flow_mnist5k", load_unet("flow_mnist5k.pt"), data.images, FLOW_RANGE, FLOW_SCHEDULES))
     return found
 
 
-def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False) -> None:
+def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False, flow: bool = False,
+            only_flow: bool = False) -> None:  # fmt: skip
     import fewstep
     from fewstep.schedules import RANGE_FREE, make_schedule, polynomial
     from fewstep.schedules.oss.method import paired_difference
@@ -55,10 +65,10 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
     print(f"\n## Held-out denoisers: hand-crafted schedules and searches ({num_samples} samples, truncation error to "
           f"a Heun-100 reference; mixtures from seed {seed})\n")  # fmt: skip
     summary = []
-    for name, denoiser, data in heldout_denoisers(seed, unet):
+    for name, denoiser, data, (low, high), extra in heldout_denoisers(seed, unet, flow, only_flow):
         shape = tuple(data.shape[1:])
         cache, seen = tempfile.mkdtemp(prefix="fewstep-heldout-"), set()
-        reference = fewstep.sample(denoiser, "heun", polynomial(100, 0.002, 80.0), seeds, shape=shape)
+        reference = fewstep.sample(denoiser, "heun", polynomial(100, low, high), seeds, shape=shape)
         print(f"\n### {name}\n")
         print("| solver | NFE | best hand-crafted | " + " | ".join(f"{s} / best (diff ± SE)" for s in SEARCHES)
               + " | " + " | ".join(f"{s} cost (warm-ups, s)" for s in SEARCHES) + " |")  # fmt: skip
@@ -73,13 +83,16 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     samples = fewstep.sample(denoiser, solver, sigmas, seeds, shape=shape, **prior)
                     return (samples - reference).flatten(1).double().norm(dim=1)
 
-                hand = {h: errors(make_schedule(h, plan.num_steps, 0.002, 80.0)) for h in RANGE_FREE}
+                hand = {h: errors(make_schedule(h, plan.num_steps, low, high)) for h in RANGE_FREE}
+                hand.update({h: errors(make_schedule("flow", plan.num_steps, low, high, **options))
+                             for h, options in extra.items()})  # fmt: skip
                 best = min(hand, key=lambda h: float(hand[h].mean()))
                 cells = {}
                 for method in SEARCHES:  # a record reused from this run's cache cost nothing in this cell
                     started = time.perf_counter()
                     schedule = fewstep.search_schedule(denoiser, shape=shape, nfe=nfe, solver=solver, method=method,
-                                                       afs_data=data, cache_dir=cache, cache_key=name)  # fmt: skip
+                                                       afs_data=data, cache_dir=cache, cache_key=name,
+                                                       sigma_min=low, sigma_max=high)  # fmt: skip
                     seconds = time.perf_counter() - started
                     record = schedule.record
                     reused = record.get("schedule_key") in seen
