@@ -140,6 +140,24 @@ def _scheduler(root: Path):
     return diffusers.FlowMatchEulerDiscreteScheduler()
 
 
+def _open(path: str, dtype: str, transformer: str) -> tuple[Path, str, dict, object]:
+    """A pipeline folder's root, the option to name in errors, and its transformer, VAE and scheduler."""
+    diffusers = _diffusers()
+    root = resolve_pretrained(path, "model.path")
+    what, dt = f"model.path={path}", torch_dtype(dtype)
+    parts = {"transformer": _load(getattr(diffusers, transformer), _folder(root, "transformer", what), dt, what),
+             "vae": _load(diffusers.AutoencoderKL, _folder(root, "vae", what), dt, what), "scheduler": _scheduler(root)}
+    return root, what, parts, dt
+
+
+def _text_parts(root: Path, suffix: str, encoder: str, tokenizer: str, what: str, dt) -> dict:
+    """text_encoder{suffix} (a transformers `encoder` class) and tokenizer{suffix} (a `tokenizer` class)."""
+    transformers = _transformers()
+    encoder_folder, tokenizer_folder = (_folder(root, part + suffix, what) for part in ("text_encoder", "tokenizer"))
+    return {f"text_encoder{suffix}": _load(getattr(transformers, encoder), encoder_folder, dt, what),
+            f"tokenizer{suffix}": _tokenizer(getattr(transformers, tokenizer), tokenizer_folder, what)}  # fmt: skip
+
+
 def _prompts(prompts) -> list[str]:
     return [prompts] if isinstance(prompts, str) else list(prompts or [""])
 
@@ -150,24 +168,14 @@ def load_sd3(path: str, guidance_scale: float = 7.0, prompts: str | Sequence[str
     """A Stable Diffusion 3 / 3.5 pipeline folder (transformer/, vae/, text_encoder/ and _2/ with their tokenizers,
     optionally text_encoder_3/ + tokenizer_3/ for T5) as a flow denoiser in latent space with classifier-free
     guidance `guidance_scale` against `negative_prompt`."""
-    diffusers, transformers = _diffusers(), _transformers()
-    root = resolve_pretrained(path, "model.path")
-    what, dt = f"model.path={path}", torch_dtype(dtype)
-    parts = {
-        "transformer": _load(diffusers.SD3Transformer2DModel, _folder(root, "transformer", what), dt, what),
-        "vae": _load(diffusers.AutoencoderKL, _folder(root, "vae", what), dt, what),
-        "scheduler": _scheduler(root),
-    }
+    root, what, parts, dt = _open(path, dtype, "SD3Transformer2DModel")
     for suffix in ("", "_2"):
-        parts[f"text_encoder{suffix}"] = _load(transformers.CLIPTextModelWithProjection,
-                                               _folder(root, f"text_encoder{suffix}", what), dt, what)  # fmt: skip
-        parts[f"tokenizer{suffix}"] = _tokenizer(transformers.CLIPTokenizer, _folder(root, f"tokenizer{suffix}", what),
-                                                 what)  # fmt: skip
-    t5 = _folder(root, "text_encoder_3", what, required=False)
-    parts["text_encoder_3"] = None if t5 is None else _load(transformers.T5EncoderModel, t5, dt, what)
-    parts["tokenizer_3"] = None if t5 is None else _tokenizer(transformers.T5TokenizerFast,
-                                                              _folder(root, "tokenizer_3", what), what)  # fmt: skip
-    pipeline = diffusers.StableDiffusion3Pipeline(**parts)
+        parts.update(_text_parts(root, suffix, "CLIPTextModelWithProjection", "CLIPTokenizer", what, dt))
+    if _folder(root, "text_encoder_3", what, required=False) is None:  # T5 is optional, as in diffusers
+        parts.update(text_encoder_3=None, tokenizer_3=None)
+    else:
+        parts.update(_text_parts(root, "_3", "T5EncoderModel", "T5TokenizerFast", what, dt))
+    pipeline = _diffusers().StableDiffusion3Pipeline(**parts)
     guided = guidance_scale != 1
 
     def encode(text: str):
@@ -191,19 +199,10 @@ def load_flux(path: str, guidance_scale: float = 3.5, prompts: str | Sequence[st
     """A Flux pipeline folder (transformer/, vae/, text_encoder/ (CLIP) + tokenizer/, text_encoder_2/ (T5) +
     tokenizer_2/) as a flow denoiser in latent space at `height` x `width` pixels; FLUX.1-dev embeds
     `guidance_scale` (schnell has no guidance embedding: guidance_scale is then unused)."""
-    diffusers, transformers = _diffusers(), _transformers()
-    root = resolve_pretrained(path, "model.path")
-    what, dt = f"model.path={path}", torch_dtype(dtype)
-    parts = {
-        "transformer": _load(diffusers.FluxTransformer2DModel, _folder(root, "transformer", what), dt, what),
-        "vae": _load(diffusers.AutoencoderKL, _folder(root, "vae", what), dt, what),
-        "scheduler": _scheduler(root),
-        "text_encoder": _load(transformers.CLIPTextModel, _folder(root, "text_encoder", what), dt, what),
-        "tokenizer": _tokenizer(transformers.CLIPTokenizer, _folder(root, "tokenizer", what), what),
-        "text_encoder_2": _load(transformers.T5EncoderModel, _folder(root, "text_encoder_2", what), dt, what),
-        "tokenizer_2": _tokenizer(transformers.T5TokenizerFast, _folder(root, "tokenizer_2", what), what),
-    }
-    pipeline = diffusers.FluxPipeline(**parts)
+    root, what, parts, dt = _open(path, dtype, "FluxTransformer2DModel")
+    parts.update(_text_parts(root, "", "CLIPTextModel", "CLIPTokenizer", what, dt))
+    parts.update(_text_parts(root, "_2", "T5EncoderModel", "T5TokenizerFast", what, dt))
+    pipeline = _diffusers().FluxPipeline(**parts)
     patch = 2 * pipeline.vae_scale_factor
     if height % patch or width % patch or height <= 0 or width <= 0:
         raise FewstepError(f"model.denoiser.height={height} and width={width} must be positive multiples of {patch} "
