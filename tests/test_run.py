@@ -62,6 +62,9 @@ def test_resume_skips_finished_seeds(make_cfg, tmp_path):
         (["schedule=gits", "nfe=70"], "cannot provide"),
         (["schedule=explicit", "denoise_to_zero=true"], "end it with 0"),
         (["task=analyze", "task.solver=euler_ancestral"], "stochastic"),
+        (["eval.baseline=flow", "+eval.baseline_options.shfit=3"], "eval.baseline_options={'shfit': 3}: schedule "
+         "'flow' takes options ['mu', 'shift'], not ['shfit']"),
+        (["schedule=flow", "schedule.shift=0"], "schedule.shift (the flow's time shift, SD3 uses 3.0)"),
     ],
 )
 def test_bad_input_is_a_clear_error(make_cfg, overrides, message):
