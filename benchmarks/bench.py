@@ -35,6 +35,8 @@
    errors, and each search's cost.
 15. Flow models (--only flow; not in the default run): the error of starting a flow at sigma_max instead of t = 1,
    and every deterministic solver with schedule=flow (shift 1, 3) and polynomial on KDE flows and flow_mnist5k.
+16. Shift transfer (--only flow_shift; not in the default run): a schedule searched on the mnist5k KDE flow at
+   28x28, scaled by 2 and 3, against one searched at 56x56 (mnist5k upsampled), euler and ipndm at NFE 5 and 8.
 5. Evaluation: feature throughput (images/s) of LeNet and Inception-v3, and the wall time of a whole
    `run.py` job with 1 and 2 CPU processes (trainer=ddp), same seeds.
 """
@@ -49,7 +51,7 @@ from analysis import analysis
 from ddp import ddp_overheads
 from determinism import determinism
 from evaluation import evaluation
-from flow import flow_models
+from flow import flow_models, shift_transfer
 from gits_tables import gits_timings, truncation_table
 from heldout import heldout
 from learned import learned_model
@@ -154,6 +156,8 @@ def main() -> None:
         ddp_overheads()
     if "flow" in args.only:
         flow_models(solvers=args.solvers)
+    if "flow_shift" in args.only:
+        shift_transfer()
     if "heldout" in args.only:
         heldout(args.solvers, args.nfes, args.heldout_samples, args.heldout_seed, args.heldout_unet,
                 args.heldout_flow, args.heldout_only_flow)

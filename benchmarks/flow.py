@@ -96,3 +96,54 @@ def flow_models(samples: int = 64, solvers=tuple(DETERMINISTIC)) -> None:
         model = load_unet("flow_mnist5k.pt")
         noise = seeded_noise(torch.arange(samples), sets["mnist5k"].shape)
         solver_table("flow_mnist5k", model, model, noise, solvers)
+
+
+def shift_transfer(samples: int = 128, solvers=("euler", "ipndm"), nfes=(5, 8), searches=("gits", "oss")) -> None:
+    """Does a searched schedule survive a resolution shift? SD3 and Flux shift sigma by about sqrt(pixel ratio)
+    when the resolution changes (shift 2 from 28x28 to 56x56). With exact denoisers at two resolutions, the KDE flow
+    of mnist5k and of mnist5k upsampled bilinearly to 56x56 (a single-resolution network such as flow_mnist5k has no
+    second resolution to move to): the truncation error at 56x56 of a schedule searched at 28x28 and scaled by 2 (and
+    3), against one searched at 56x56 and the best hand-crafted schedule there (schedules over [0.004, 1998], the
+    28x28 range [0.002, 999] scaled by 2)."""
+    import tempfile
+
+    import fewstep
+    from fewstep.models.flow import kde_flow
+    from fewstep.schedules import RANGE_FREE, make_schedule
+
+    data = mnist5k()
+    upsampled = torch.nn.functional.interpolate(data.images, scale_factor=2, mode="bilinear").clamp(-1, 1)
+    small, large = kde_flow(data.images), kde_flow(upsampled)
+    low, high = 0.002, 999.0
+    seeds = list(range(samples))
+    shape = tuple(upsampled.shape[1:])
+    reference = fewstep.sample(large, "heun", polynomial(100, 2 * low, 2 * high), seeds, shape=shape)
+    print(f"\n## Shift transfer: mnist5k KDE flows at 28x28 and at 56x56 (bilinear), {samples} samples; truncation "
+          "error at 56x56 (schedules over [0.004, 1998])\n")  # fmt: skip
+    print("| solver | NFE | search | searched at 56 | searched at 28, x2 | at 28, x3 | at 28, as is | best "
+          "hand-crafted |")
+    print("|---|---|---|---|---|---|---|---|")
+    caches = {28: tempfile.mkdtemp(prefix="fewstep-shift-"), 56: tempfile.mkdtemp(prefix="fewstep-shift-")}
+    for solver in solvers:
+        spec = get_solver(solver)
+        for nfe in nfes:
+            plan = plan_steps(spec, nfe, afs=False)
+
+            def error(sigmas, solver=solver):
+                x = fewstep.sample(large, solver, sigmas, seeds, shape=shape)
+                return (x - reference).flatten(1).double().norm(dim=1).mean().item()
+
+            hand = {h: error(make_schedule(h, plan.num_steps, 2 * low, 2 * high)) for h in RANGE_FREE}
+            hand.update({f"flow shift {s}": error(flow(plan.num_steps, 2 * low, 2 * high, shift=s)) for s in (1, 2, 3)})
+            best = min(hand, key=hand.get)
+            for method in searches:
+                at_56 = fewstep.search_schedule(large, shape=shape, nfe=nfe, solver=solver, method=method, afs=False,
+                                                sigma_min=2 * low, sigma_max=2 * high, cache_dir=caches[56],
+                                                cache_key="kde56")  # fmt: skip
+                at_28 = fewstep.search_schedule(small, shape=tuple(data.shape), nfe=nfe, solver=solver, method=method,
+                                                afs=False, sigma_min=low, sigma_max=high, cache_dir=caches[28],
+                                                cache_key="kde28")  # fmt: skip
+                moved = {s: error(at_28.sigmas * s) for s in (2, 3)}
+                as_is = error(at_28.sigmas.clamp(min=2 * low))
+                print(f"| {solver} | {nfe} | {method} | {error(at_56.sigmas):.3f} | {moved[2]:.3f} | {moved[3]:.3f} | "
+                      f"{as_is:.3f} | {best} {hand[best]:.3f} |", flush=True)  # fmt: skip
