@@ -111,18 +111,21 @@ def flow_run(tmp_path, experiment: str, folder, *extra: str) -> dict:
     return json.loads((tmp_path / "run" / "metrics.json").read_text())
 
 
-def test_sd3_stand_in_runs_end_to_end_with_gits(tmp_path):
-    save_sd3_pipeline(tmp_path / "sd3")
-    metrics = flow_run(tmp_path, "sd3", tmp_path / "sd3", "schedule.num_warmup=2")
-    assert metrics["model"] == "sd3" and metrics["schedule"] == "gits" and metrics["nfe"] == 4
-    assert metrics["baseline_schedule"] == "flow(shift=3.0)" and np.isfinite(metrics["truncation_error"])
+OSS_SMALL = ("schedule.min_warmup=2", "schedule.num_validation=4", "schedule.validation_chunk=2")
+
+
+@pytest.mark.parametrize("search", ["gits", "oss"])
+@pytest.mark.parametrize("model", ["sd3", "flux"])
+def test_stand_ins_run_end_to_end_with_a_search(tmp_path, model, search):
+    """experiment=sd3 / experiment=flux on the tiny pipelines, with either search, through run.py."""
+    if model == "sd3":
+        save_sd3_pipeline(tmp_path / model)
+        extra, baseline = (), "flow(shift=3.0)"
+    else:
+        save_flux_pipeline(tmp_path / model)
+        extra, baseline = ("model.denoiser.height=16", "model.denoiser.width=16"), "flow(mu=1.15)"
+    sizes = ("schedule.num_warmup=2", *(OSS_SMALL if search == "oss" else ()))
+    metrics = flow_run(tmp_path, model, tmp_path / model, f"schedule={search}", *extra, *sizes)
+    assert metrics["model"] == model and metrics["schedule"] == search and metrics["nfe"] == 4
+    assert metrics["baseline_schedule"] == baseline and np.isfinite(metrics["truncation_error"])
     assert json.loads((tmp_path / "run" / "schedule.json").read_text())["sigmas"][-1] == 0  # the step to t = 0
-
-
-def test_flux_stand_in_runs_end_to_end_with_oss(tmp_path):
-    save_flux_pipeline(tmp_path / "flux")
-    metrics = flow_run(tmp_path, "flux", tmp_path / "flux", "model.denoiser.height=16", "model.denoiser.width=16",
-                       "schedule.num_warmup=2", "schedule.min_warmup=2", "schedule.num_validation=4",
-                       "schedule.validation_chunk=2")  # fmt: skip
-    assert metrics["model"] == "flux" and metrics["schedule"] == "oss" and metrics["nfe"] == 4
-    assert metrics["baseline_schedule"] == "flow(mu=1.15)" and np.isfinite(metrics["truncation_error"])
