@@ -3,7 +3,7 @@
 Denoisers: two Gaussian mixtures in 64-D drawn from a seed (exact posterior means, full covariances; a new seed per
 run unless --heldout-seed), the digits KDE, the mnist5k KDE, with --heldout-unet the shipped U-Net and with
 --heldout-flow the shipped rectified flow (flow_mnist5k, over [0.002, 999], with schedule=flow at shift 1 and 3 among
-the hand-crafted schedules; --heldout-only-flow leaves the other denoisers out). For every
+the hand-crafted schedules; --heldout-only NAME ... keeps the denoisers named). For every
 deterministic solver (--solvers) at every NFE (--nfes): the truncation error (mean L2 to a Heun-100 reference from
 the same noise, --heldout-samples seeds 0..N-1) of each range-free hand-crafted schedule, GITS, oss and ld3 (at
 their shipped defaults), each search's ratio to the best hand-crafted schedule of the cell with the paired per-seed
@@ -29,32 +29,38 @@ FLOW_RANGE = (0.002, 999.0)  # the flow configs' (t_max = 0.999)
 FLOW_SCHEDULES = {"flow": {}, "flow shift 3": {"shift": 3.0}}  # hand-crafted schedules of flows, beside RANGE_FREE
 
 
-def heldout_denoisers(seed: int, unet: bool, flow: bool = False, only_flow: bool = False) -> list[tuple]:
+def heldout_denoisers(seed: int, unet: bool, flow: bool = False, only: tuple[str, ...] = ()) -> list[tuple]:
     """(name, denoiser, data for the AFS prior's moments, sigma range, extra hand-crafted schedules) of each
-    held-out denoiser."""
+    held-out denoiser: the mixtures and KDEs, unet_mnist5k with `unet`, flow_mnist5k with `flow`; `only` (names)
+    keeps those alone, the learned ones included."""
     from fewstep.data import digits, mnist5k
     from fewstep.models import KDEDenoiser, load_unet
     from fewstep.models.mixture import GaussianMixtureDenoiser
 
-    found = []
+    def mixture(offset: int):
+        found = GaussianMixtureDenoiser.random(seed + offset, components=8, shape=(1, 8, 8))
+        moments = found.sample(2000, torch.Generator().manual_seed(seed)).float()
+        return found, moments, EDM_RANGE, {}
+
     data = mnist5k()
-    if not only_flow:
-        for offset in (0, 1):
-            mixture = GaussianMixtureDenoiser.random(seed + offset, components=8, shape=(1, 8, 8))
-            moments = mixture.sample(2000, torch.Generator().manual_seed(seed)).float()
-            found.append((f"mixture (seed {seed + offset})", mixture, moments, EDM_RANGE, {}))
-        small = digits()
-        found.append(("digits KDE", KDEDenoiser(small.images), small.images, EDM_RANGE, {}))
-        found.append(("mnist5k KDE", KDEDenoiser(data.images), data.images, EDM_RANGE, {}))
-        if unet:
-            found.append(("unet_mnist5k", load_unet("unet_mnist5k.pt"), data.images, EDM_RANGE, {}))
-    if flow or only_flow:
-        found.append(("flow_mnist5k", load_unet("flow_mnist5k.pt"), data.images, FLOW_RANGE, FLOW_SCHEDULES))
-    return found
+    makers = {
+        f"mixture (seed {seed})": lambda: mixture(0),
+        f"mixture (seed {seed + 1})": lambda: mixture(1),
+        "digits KDE": lambda: (lambda small: (KDEDenoiser(small), small, EDM_RANGE, {}))(digits().images),
+        "mnist5k KDE": lambda: (KDEDenoiser(data.images), data.images, EDM_RANGE, {}),
+        "unet_mnist5k": lambda: (load_unet("unet_mnist5k.pt"), data.images, EDM_RANGE, {}),
+        "flow_mnist5k": lambda: (load_unet("flow_mnist5k.pt"), data.images, FLOW_RANGE, FLOW_SCHEDULES),
+    }
+    unknown = sorted(set(only) - set(makers))
+    if unknown:
+        raise SystemExit(f"--heldout-only {' '.join(unknown)}: the held-out denoisers are {', '.join(makers)}")
+    learned = {"unet_mnist5k": unet, "flow_mnist5k": flow}
+    chosen = [name for name in makers if (name in only if only else learned.get(name, True))]
+    return [(name, *makers[name]()) for name in chosen]
 
 
 def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False, flow: bool = False,
-            only_flow: bool = False) -> None:  # fmt: skip
+            only: tuple[str, ...] = ()) -> None:  # fmt: skip
     import fewstep
     from fewstep.schedules import RANGE_FREE, make_schedule, polynomial
     from fewstep.schedules.oss.method import paired_difference
@@ -65,7 +71,7 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
     print(f"\n## Held-out denoisers: hand-crafted schedules and searches ({num_samples} samples, truncation error to "
           f"a Heun-100 reference; mixtures from seed {seed})\n")  # fmt: skip
     summary = []
-    for name, denoiser, data, (low, high), extra in heldout_denoisers(seed, unet, flow, only_flow):
+    for name, denoiser, data, (low, high), extra in heldout_denoisers(seed, unet, flow, tuple(only)):
         shape = tuple(data.shape[1:])
         cache, seen = tempfile.mkdtemp(prefix="fewstep-heldout-"), set()
         reference = fewstep.sample(denoiser, "heun", polynomial(100, low, high), seeds, shape=shape)
