@@ -25,6 +25,7 @@ import math
 import torch
 
 from fewstep.errors import FewstepError
+from fewstep.models.flow import flow_time
 
 
 def with_final_zero(sigmas) -> list[float]:
@@ -64,9 +65,20 @@ def check_range(sigmas, alphas_cumprod, what: str) -> None:
                            "own range: model.sigma_min/model.sigma_max)")  # fmt: skip
 
 
+def is_flow_match(scheduler) -> bool:
+    """FlowMatchEulerDiscreteScheduler and its kin: `set_timesteps(sigmas=)` takes flow times and shifts them."""
+    return type(scheduler).__name__.startswith("FlowMatch")
+
+
 def is_flow_scheduler(scheduler) -> bool:
     """A diffusers scheduler of rectified flows (its sigmas are flow times t in [0, 1])."""
-    return type(scheduler).__name__.startswith("FlowMatch") or bool(scheduler.config.get("use_flow_sigmas"))
+    return is_flow_match(scheduler) or bool(scheduler.config.get("use_flow_sigmas"))
+
+
+def same_values(got: list[float], expected: list[float]) -> bool:
+    """A scheduler kept the values it was given (up to its float32 storage)."""
+    return len(got) == len(expected) and all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
+                                             for a, b in zip(got, expected, strict=True))  # fmt: skip
 
 
 def flow_inputs(sigmas, scheduler) -> list[float]:
@@ -86,16 +98,16 @@ def flow_inputs(sigmas, scheduler) -> list[float]:
     if config.get("use_dynamic_shifting"):
         raise FewstepError(f"{name} has use_dynamic_shifting=True: the pipeline would shift the searched times again "
                            f"by its mu; use {name}.from_config(config, use_dynamic_shifting=False)")  # fmt: skip
-    shift = float(config.get("shift", 1.0)) if type(scheduler).__name__.startswith("FlowMatch") else 1.0
-    times = [s / (1 + s) for s in values[:-1]]
+    shift = float(config.get("shift", 1.0)) if is_flow_match(scheduler) else 1.0
+    times = [flow_time(s) for s in values[:-1]]
     return [t / (shift - (shift - 1) * t) for t in times]  # the inverse of t -> shift t / (1 + (shift - 1) t)
 
 
 def configure_flow(scheduler, sigmas) -> dict:
     name = type(scheduler).__name__
     times = flow_inputs(sigmas, scheduler)
-    expected = [s / (1 + s) for s in sigmas[:-1]] + [0.0]
-    if not name.startswith("FlowMatch"):  # use_flow_sigmas: the scheduler's own times, then ours written over them
+    expected = [flow_time(s) for s in sigmas[:-1]] + [0.0]
+    if not is_flow_match(scheduler):  # use_flow_sigmas: the scheduler's own times, then ours written over them
         scheduler.set_timesteps(num_inference_steps=len(times))
         train = int(scheduler.config.num_train_timesteps)
         timesteps = [round(t * train) for t in times]
@@ -108,8 +120,7 @@ def configure_flow(scheduler, sigmas) -> dict:
         return {"sigmas": [float(t) for t in scheduler.sigmas], "timesteps": timesteps, "time_rounding": rounding}
     scheduler.set_timesteps(sigmas=times)
     got = [float(t) for t in scheduler.sigmas]
-    if len(got) != len(expected) or not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
-                                            for a, b in zip(got, expected, strict=False)):  # fmt: skip
+    if not same_values(got, expected):
         raise FewstepError(f"{name} rewrote the flow times ({got} instead of {expected}): switch off its "
                            "use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas / shift_terminal / "
                            "invert_sigmas")  # fmt: skip
@@ -130,8 +141,7 @@ def configure_diffusers(scheduler, sigmas) -> dict:
     if "sigmas" in accepts:
         scheduler.set_timesteps(sigmas=[float(s) for s in sigmas])
         got = [float(s) for s in scheduler.sigmas]
-        if len(got) != len(sigmas) or not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-7)
-                                              for a, b in zip(got, sigmas, strict=False)):  # fmt: skip
+        if not same_values(got, [float(s) for s in sigmas]):
             raise FewstepError(f"{name} rewrote the sigmas ({got} instead of {list(sigmas)}): switch off its "
                                "use_karras_sigmas / use_exponential_sigmas / use_beta_sigmas")  # fmt: skip
         return {"sigmas": got}

@@ -14,6 +14,7 @@ import torch
 
 from fewstep.errors import FewstepError
 from fewstep.models.denoiser import inside_range
+from fewstep.models.flow import flow_sigma, flow_time
 from fewstep.models.vp import vp_linear_betas
 
 
@@ -196,7 +197,6 @@ def kl_optimal(num_steps: int, sigma_min: float, sigma_max: float) -> torch.Tens
     return _pin_endpoints(sigmas, sigma_min, sigma_max)
 
 
-
 def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
             max_shift: float = 1.15) -> float:  # fmt: skip
     """Flux's resolution-dependent shift mu: linear in the number of latent patches, from `base_shift` at
@@ -229,9 +229,10 @@ def flow(num_steps: int, sigma_min: float, sigma_max: float, shift: float = 1.0,
     `flow_shift_factor`): steps uniform in u = t(sigma / s) between the range's ends, so the ends stay exact."""
     check_range(num_steps, sigma_min, sigma_max)
     factor = flow_shift_factor(shift, mu)
-    u_high, u_low = (s / factor / (1 + s / factor) for s in (sigma_max, sigma_min))
+    u_high, u_low = flow_time(sigma_max / factor), flow_time(sigma_min / factor)
     u = u_high + _fractions(num_steps) * (u_low - u_high)
-    return _pin_endpoints(factor * u / (1 - u), sigma_min, sigma_max)
+    return _pin_endpoints(factor * flow_sigma(u), sigma_min, sigma_max)
+
 
 # Align Your Steps (Sabour et al. 2024): the published 10-step sigmas, optimised for each model. Two versions
 # were published and differ in the third decimal for SD 1.5 and SDXL: NVIDIA's how-to page (full precision, the last
