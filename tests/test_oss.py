@@ -13,7 +13,7 @@ import fewstep
 from fewstep import FewstepError, run
 from fewstep.data import seeded_noise
 from fewstep.models import CountingDenoiser, GaussianDenoiser
-from fewstep.schedules import polynomial
+from fewstep.schedules import make_schedule, polynomial
 from fewstep.schedules.oss import (
     OssSettings,
     candidates,
@@ -23,7 +23,7 @@ from fewstep.schedules.oss import (
     planned_evaluations,
     solver_aware_dp,
 )
-from fewstep.schedules.oss.kernel import Validation, nearest_path, race, refine, significantly_lower
+from fewstep.schedules.oss.kernel import Validation, race, refine, significantly_lower
 from fewstep.schedules.teacher import teacher_trajectory
 from fewstep.solvers import Sampler, get_solver, ipndm
 
@@ -128,7 +128,7 @@ def test_search_bookkeeping_reproduces_the_recorded_error():
             noise = seeded_noise(seeds, (1, 3, 3))
             grid = torch.tensor(record["grid"], dtype=torch.float64)
             out = sampler.with_sigmas(grid[record["indices"]])(denoiser, noise, seeds)
-            teacher = Sampler.of("ipndm", grid, max_order=4)(denoiser, noise, seeds)
+            teacher = Sampler.of("ipndm", grid[record["base_indices"]], max_order=4)(denoiser, noise, seeds)
             again = (out - teacher).flatten(1).double().norm(dim=1).mean().item()
             assert math.isclose(again, record["path_cost"], rel_tol=1e-9), (solver, refine_on)
             assert record["warmup_count"] == 6 and record["method"] == "oss"
@@ -168,7 +168,7 @@ def test_oss_is_never_worse_than_a_hand_crafted_path_on_its_validation_seeds(sol
 
 def test_oss_returns_the_hand_crafted_path_when_it_is_best_on_the_validation_seeds(monkeypatch):
     """The DP offers only a poor path (all steps crowded at the high end): the validation must return the best
-    hand-crafted grid path instead, unrefined."""
+    hand-crafted schedule instead, exactly (its sigmas, not the nearest base-grid path), unrefined."""
     from fewstep.schedules.oss import method
 
     def poor_dp(solve, bound, x, grid, states, num_steps, *args):
@@ -183,8 +183,8 @@ def test_oss_returns_the_hand_crafted_path_when_it_is_best_on_the_validation_see
                         sigma_min=0.002, sigma_max=80.0, num_steps=4)  # fmt: skip
     best = record["best_handcrafted"]
     assert record["start"] == best and record["start_values"]["dp 0"] > record["start_values"][best]
-    grid = torch.tensor(record["grid"], dtype=torch.float64)
-    assert record["indices"] == method.handcrafted_paths(grid, 4)[best]
+    expected = make_schedule(best, 4, 0.002, 80.0).double()
+    assert torch.allclose(torch.tensor(record["sigmas"], dtype=torch.float64), expected, rtol=1e-9, atol=0)
     assert record["handcrafted"][best]["difference"] == 0.0
 
 
@@ -225,7 +225,7 @@ def test_race_stops_significantly_worse_candidates_after_their_chunk():
     assert len(validation.seen([0, 1, 9])) == 24 and runs.count(((0, 1, 9), 0)) == 1  # each chunk runs once per path
 
 
-def test_refine_runs_a_trial_past_its_first_chunk_only_when_it_beats_the_path_there():
+def test_refine_runs_only_the_best_screened_trial_past_its_first_chunk():
     target, offsets = [0, 4, 9], torch.linspace(-0.5, 0.5, 8)
     runs = []
 
@@ -237,15 +237,28 @@ def test_refine_runs_a_trial_past_its_first_chunk_only_when_it_beats_the_path_th
 
     path, _ = refine(Validation([chunk(0), chunk(1)]), [0, 2, 9], window=3, z=2.0)
     assert path == target
+    first = {p for p, m in runs if m == 0}
+    assert first == {(0, c, 9) for c in range(1, 8)}  # every index within the window of 2, then of 4, screened
     second = {p for p, m in runs if m == 1}
-    assert second == {(0, 2, 9), (0, 3, 9), (0, 4, 9)}  # [0, 1, 9] and [0, 5, 9] lost on the first chunk
+    assert second == {(0, 2, 9), (0, 4, 9)}  # only the best screened trial ([0, 4, 9]) runs the other chunk
 
 
-def test_median_path_and_nearest_path():
+def test_median_path():
     assert median_path([[0, 3, 9], [0, 5, 9], [0, 4, 9]]) == [0, 4, 9]
     assert median_path([[0, 2, 5, 9], [0, 3, 4, 9]]) == [0, 2, 4, 9]  # mean of the two middle ones, rounded down
-    grid = polynomial(60, 0.002, 80.0)
-    assert nearest_path(grid, polynomial(6, 0.002, 80.0)) == [0, 10, 20, 30, 40, 50, 60]
+
+
+def test_search_grid_holds_the_base_grid_and_every_hand_crafted_schedule_exactly():
+    from fewstep.schedules.oss.method import handcrafted_schedules, search_grid
+
+    base = polynomial(60, 0.002, 80.0)
+    schedules = handcrafted_schedules(6, 0.002, 80.0)
+    grid, on_base, paths = search_grid(base, schedules)
+    assert bool((grid[1:] < grid[:-1]).all()) and torch.equal(grid[on_base], base.double())
+    assert paths["polynomial"] == on_base[::10]  # the base grid's own points: nothing added for it
+    for name, sigmas in schedules.items():
+        assert torch.allclose(grid[paths[name]], sigmas, rtol=1e-9, atol=0), name
+    assert len(grid) < len(base) + 6 * 5 + 1
 
 
 def test_budget_sets_the_warmup_size():

@@ -224,44 +224,37 @@ def race(validation: Validation, candidates: dict[str, list[int]], z: float) -> 
 def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0,
            spent=lambda: False):  # fmt: skip
     """Coordinate descent on the interior grid indices of `path`, on the quantity the schedule is for: the
-    per-sample end distances of whole runs on the validation seeds. Each sweep moves every interior point, in
-    turn, to the best index within `window` of it (the path kept strictly increasing); a trial runs its first
-    chunk of seeds, goes on to the others only when its mean there is below the current path's, and is taken only
-    when `significantly_lower` on the other chunks (the first one picked it: testing there too would favour it).
-    It stops when a sweep changes nothing, or, keeping its path, once `spent()` says its budget is used. The DP
-    fixes each state by its distance *there*, which a solver with history or a second evaluation may pay for
-    later. Returns the path and its per-sample distances."""
+    per-sample end distances of whole runs on the validation seeds. Each sweep takes every interior point in turn:
+    every index within `window` of it (the path kept strictly increasing) runs the first chunk of seeds; the one
+    with the lowest mean there, if below the current path's, runs the other chunks and is taken when
+    `significantly_lower` on them (the first chunk picked it: testing there too would favour it). With one chunk,
+    the best trial is tested on it. It stops when a sweep changes nothing, or, keeping its path, once `spent()` says
+    its budget is used. The DP fixes each state by its distance *there*, which a solver with history or a second
+    evaluation may pay for later. Returns the path and its per-sample distances."""
     best, current = list(path), validation(path)
+    screened = validation.chunks > 1
     for _ in range(sweeps):
         moved = False
         for p in range(1, len(best) - 1):
             low, high = max(best[p - 1] + 1, best[p] - window), min(best[p + 1] - 1, best[p] + window)
+            screen = {}
             for c in range(low, high + 1):
                 if c == best[p]:
                     continue
                 if spent():
                     return best, current
                 trial = [*best[:p], c, *best[p + 1 :]]
-                screened = validation.chunks > 1
-                if screened and not float(validation(trial, 1).mean()) < float(validation(best, 1).mean()):
-                    continue
-                trial_distances = validation(trial)
-                tested = slice(len(validation(trial, 1)) if screened else 0, None)  # seeds the screen did not pick on
-                if significantly_lower(trial_distances[tested], current[tested], z):
-                    best, current, moved = trial, trial_distances, True
+                screen[c] = float(validation(trial, 1).mean())
+            if not screen:
+                continue
+            c = min(screen, key=lambda index: (screen[index], abs(index - best[p])))
+            if screened and not screen[c] < float(validation(best, 1).mean()):
+                continue
+            trial = [*best[:p], c, *best[p + 1 :]]
+            trial_distances = validation(trial)
+            tested = slice(len(validation(trial, 1)) if screened else 0, None)  # seeds the screen did not pick on
+            if significantly_lower(trial_distances[tested], current[tested], z):
+                best, current, moved = trial, trial_distances, True
         if not moved:
             break
     return best, current
-
-
-def nearest_path(grid: torch.Tensor, sigmas: torch.Tensor) -> list[int]:
-    """The grid path closest (in log sigma) to a schedule with the same end points, kept strictly increasing."""
-    logs = grid.double().log()
-    path = [0]
-    targets = sigmas.double().log().tolist()
-    n, steps = len(grid), len(targets) - 1
-    for k, target in enumerate(targets[1:-1], start=1):
-        low, high = path[-1] + 1, n - 1 - (steps - k)
-        index = int((logs[low : high + 1] - target).abs().argmin()) + low
-        path.append(index)
-    return [*path, n - 1]

@@ -22,7 +22,6 @@ from fewstep.schedules.oss.kernel import (
     Validation,
     distances,
     median_path,
-    nearest_path,
     race,
     refine,
     run_to,
@@ -45,11 +44,13 @@ from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
-RECORD_VERSION = 4  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
-# every candidate on every validation seed
-# the hand-crafted schedules whose grid paths the validation also runs: oss never returns a path worse, on the
-# validation seeds, than any of them (those made for one model's range, discrete and ays, are not candidates)
+RECORD_VERSION = 5  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
+# every candidate on every validation seed; 4 raced the hand-crafted schedules' nearest grid paths, not themselves
+# the hand-crafted schedules the validation also runs, exactly (their sigmas are points of the search grid): oss
+# never returns a schedule worse, on the validation seeds, than any of them (those made for one model's range,
+# discrete and ays, are not candidates)
 HANDCRAFTED_CANDIDATES = RANGE_FREE
+SAME_POINT_RTOL = 1e-9  # a hand-crafted sigma this close to a base grid point is that point
 
 
 def check_solver(spec: SolverSpec) -> None:
@@ -157,23 +158,44 @@ def oss_search(
     check_solver(sampler.spec)
     check_grid_steps(settings, num_steps, "", "an oss grid")
     total_steps = num_steps if total_steps is None else int(total_steps)
-    grid = base_grid(settings, sigma_min, sigma_max)
+    base = base_grid(settings, sigma_min, sigma_max)
+    grid, on_base, handcrafted = search_grid(base, handcrafted_schedules(num_steps, float(base[-1]), float(base[0])))
     what = {"oss": settings.as_dict(), "record": RECORD_VERSION, "sampler": sampler_key or {"solver": sampler.name},
             "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
 
     def compute() -> dict:
         with torch.no_grad():
-            return run_search(settings, sampler, denoiser, shape, grid, num_steps, total_steps, to_zero, device)
+            return run_search(settings, sampler, denoiser, shape, grid, on_base, handcrafted, num_steps, total_steps,
+                              to_zero, device)  # fmt: skip
 
     return cached_on_main("oss", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast)
 
 
-def handcrafted_paths(grid: torch.Tensor, num_steps: int) -> dict[str, list[int]]:
-    """The grid path nearest each hand-crafted schedule (default options) with the grid's end points."""
+def handcrafted_schedules(num_steps: int, low: float, high: float) -> dict[str, torch.Tensor]:
+    """Each hand-crafted candidate schedule (default options) from `high` down to `low`."""
     from fewstep.schedules import make_schedule
 
-    low, high = float(grid[-1]), float(grid[0])
-    return {name: nearest_path(grid, make_schedule(name, num_steps, low, high)) for name in HANDCRAFTED_CANDIDATES}
+    return {name: make_schedule(name, num_steps, low, high).double() for name in HANDCRAFTED_CANDIDATES}
+
+
+def search_grid(base: torch.Tensor, schedules: dict[str, torch.Tensor]):
+    """The grid the validation and the refinement move on: the base grid (where the teacher and the DP run) with
+    every sigma of `schedules` added that is not already one of its points (relative `SAME_POINT_RTOL`), so that each
+    schedule is a path on it, exactly. Returns (grid, the grid indices of the base points, each schedule's path)."""
+    base = base.double()
+    points = base.tolist()
+    for sigmas in schedules.values():
+        for sigma in sigmas.tolist():
+            nearest = min(points, key=lambda point: abs(point - sigma))
+            if abs(nearest - sigma) > SAME_POINT_RTOL * sigma:
+                points.append(sigma)
+    grid = torch.tensor(sorted(points, reverse=True), dtype=torch.float64)
+
+    def index(sigma: float) -> int:
+        return int((grid - sigma).abs().argmin())
+
+    paths = {name: [index(sigma) for sigma in sigmas.tolist()] for name, sigmas in schedules.items()}
+    return grid, [index(sigma) for sigma in base.tolist()], paths
 
 
 def paired_difference(result: torch.Tensor, other: torch.Tensor) -> dict:
@@ -185,18 +207,22 @@ def paired_difference(result: torch.Tensor, other: torch.Tensor) -> dict:
     return {"value": float(other.mean()), "difference": float(diff.mean()), "se": se, "seeds": len(other)}
 
 
-def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
-               total_steps: int, to_zero: bool, device) -> dict:  # fmt: skip
+def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, on_base: list[int],
+               handcrafted: dict[str, list[int]], num_steps: int, total_steps: int, to_zero: bool,
+               device) -> dict:  # fmt: skip
+    """The search on `grid` (the base grid, at indices `on_base`, with the hand-crafted schedules' sigmas added:
+    their paths on it are `handcrafted`)."""
     from fewstep.models.denoiser import bind_seeds
 
     started = time.perf_counter()
-    n = len(grid)
+    base = grid[on_base]
+    n = len(base)
     count, stride = dp_plan(settings, sampler, num_steps)
-    on_dp = dp_grid(n, stride)
+    on_dp = [on_base[i] for i in dp_grid(n, stride)]
     seeds = torch.tensor(seed_range(settings.warmup_seed, count), dtype=torch.long)
     x = seeded_noise(seeds, shape).to(device) * float(grid[0])
     model_seconds = time.perf_counter()  # the teacher runs are timed whole: their arithmetic is negligible
-    states, _ = teacher_trajectory(teacher(settings, grid).as_solver(seeds), denoiser, x, grid)
+    states, _ = teacher_trajectory(teacher(settings, base).as_solver(seeds), denoiser, x, base)
     model_seconds = time.perf_counter() - model_seconds
     if not bool(torch.isfinite(states).all()):
         raise NonFiniteError(f"oss search: non-finite teacher states: {WARMUP_NAN_CAUSE}; nothing was cached")
@@ -212,9 +238,9 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
     def dp(rows: slice) -> dict:
         solve, bound = student(seeds[rows])
-        found = solver_aware_dp(solve, bound, x[rows], grid[on_dp], states[on_dp][:, rows], num_steps, total_steps,
-                                to_zero, settings.metric)  # fmt: skip
-        values = torch.full((num_steps + 1, n), math.inf, dtype=torch.float64)
+        found = solver_aware_dp(solve, bound, x[rows], grid[on_dp], states[dp_grid(n, stride)][:, rows], num_steps,
+                                total_steps, to_zero, settings.metric)  # fmt: skip
+        values = torch.full((num_steps + 1, len(grid)), math.inf, dtype=torch.float64)
         values[:, on_dp] = found["values"].double()
         return {**found, "path": [on_dp[i] for i in found["path"]], "values": values,
                 "finalists": [[on_dp[i] for i in path] for path in found["finalists"]]}  # fmt: skip
@@ -235,7 +261,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         finalists = found["finalists"][: int(settings.finalists)]
 
     # validation: whole runs from other noise, in chunks of seeds, race the finalists and every hand-crafted
-    # schedule's grid path, then refine; the record compares the result with each hand-crafted path, paired per seed
+    # schedule, then refine on the grid; the record compares the result with each hand-crafted path, paired per seed
     validation_seeds = seed_range(int(settings.warmup_seed) + int(settings.num_warmup), int(settings.num_validation))
     chunk = int(settings.validation_chunk)
     spent["validation_teacher"] = spent["validation_runs"] = 0
@@ -250,7 +276,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
             if not run:  # this chunk's noise and teacher, the first time a candidate reaches it
                 noise = seeded_noise(batch, shape).to(device) * float(grid[0])
                 teacher_started = time.perf_counter()
-                target = teacher(settings, grid).solve(denoiser, noise, batch)
+                target = teacher(settings, base).solve(denoiser, noise, batch)
                 timed["teacher"] += time.perf_counter() - teacher_started
                 if not bool(torch.isfinite(target).all()):
                     raise NonFiniteError(f"oss search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was "
@@ -271,7 +297,6 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     validation = Validation([chunk_distances(validation_seeds[first : first + chunk])
                              for first in range(0, len(validation_seeds), chunk)])  # fmt: skip
     starts = {f"dp {rank}": path for rank, path in enumerate(finalists)}
-    handcrafted = handcrafted_paths(grid, num_steps)
     for name, candidate in handcrafted.items():
         if candidate not in starts.values():
             starts[name] = candidate
@@ -299,7 +324,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
          f"= {evaluations / gits_evaluations:.2f} GITS reference warm-ups ({GITS_REFERENCE_WARMUP} x {n - 1}), "
          f"{seconds:.1f} s; grid indices {path}")  # fmt: skip
     return {
-        "method": "oss", "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(),
+        "method": "oss", "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "base_indices": on_base,
         "values": [[v if math.isfinite(v) else None for v in row] for row in values.tolist()],
         "path_cost": value, "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero,
         "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count, "dp_stride": stride,

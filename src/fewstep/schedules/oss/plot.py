@@ -8,13 +8,15 @@ from fewstep.utils.figures import pyplot
 
 
 def plot_values(fig, ax, record: dict) -> None:
-    """V_k(j): the student's distance to the teacher at grid point j after its best k steps, one line per k."""
+    """V_k(j): the student's distance to the teacher at grid point j after its best k steps, one line per k (over
+    the points the DP stepped between: the grid's other points are the hand-crafted schedules' sigmas)."""
     values = np.array([[np.nan if v is None else v for v in row] for row in record["values"]], dtype=float)
     colours = pyplot().cm.viridis(np.linspace(0, 1, max(len(values) - 1, 1)))
     for k in range(1, len(values)):
+        reached = np.isfinite(values[k])
         ax.plot(
-            np.arange(values.shape[1]),
-            values[k],
+            np.arange(values.shape[1])[reached],
+            values[k][reached],
             ".-",
             color=colours[k - 1],
             lw=1,
