@@ -31,8 +31,8 @@
    schedule, GITS, oss and ld3 for each solver (--solvers) and NFE (--nfes) on two Gaussian mixtures drawn from a
    seed (--heldout-seed; new each run by default), the digits KDE, the mnist5k KDE, with --heldout-unet the
    shipped U-Net and with --heldout-flow the shipped flow (flow_mnist5k, with schedule=flow among the hand-crafted
-   schedules; --heldout-only NAME ...: those alone): ratios to the best hand-crafted schedule with paired standard
-   errors, and each search's cost.
+   schedules; --heldout-only NAME ...: those alone; --heldout-searches oss ...: those searches alone): ratios to the
+   best hand-crafted schedule with paired standard errors, and each search's cost.
 15. Flow models (--only flow; not in the default run): the error of starting a flow at sigma_max instead of t = 1,
    and every deterministic solver with schedule=flow (shift 1, 3) and polynomial on KDE flows and flow_mnist5k.
 16. Shift transfer (--only flow_shift; not in the default run): a schedule searched on the mnist5k KDE flow at
@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--heldout-seed", type=int, default=None, help="the mixtures' seed (default: new each run)")
     parser.add_argument("--heldout-unet", action="store_true", help="the held-out table also on unet_mnist5k")
     parser.add_argument("--heldout-flow", action="store_true", help="the held-out table also on flow_mnist5k")
+    parser.add_argument("--heldout-searches", nargs="+", default=["gits", "oss", "ld3"],
+                        choices=["gits", "oss", "ld3"], help="the searches the held-out table runs")
     parser.add_argument("--heldout-only", nargs="*", default=[], help="the held-out table on these denoisers only "
                         "(e.g. flow_mnist5k, unet_mnist5k, 'digits KDE')")
     parser.add_argument(
@@ -161,7 +163,7 @@ def main() -> None:
         shift_transfer()
     if "heldout" in args.only:
         heldout(args.solvers, args.nfes, args.heldout_samples, args.heldout_seed, args.heldout_unet,
-                args.heldout_flow, args.heldout_only)
+                args.heldout_flow, args.heldout_only, args.heldout_searches)
 
 
 if __name__ == "__main__":

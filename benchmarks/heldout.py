@@ -60,7 +60,7 @@ def heldout_denoisers(seed: int, unet: bool, flow: bool = False, only: tuple[str
 
 
 def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet: bool = False, flow: bool = False,
-            only: tuple[str, ...] = ()) -> None:  # fmt: skip
+            only: tuple[str, ...] = (), searches: tuple[str, ...] = SEARCHES) -> None:  # fmt: skip
     import fewstep
     from fewstep.schedules import RANGE_FREE, make_schedule, polynomial
     from fewstep.schedules.oss.method import paired_difference
@@ -76,9 +76,9 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
         cache, seen = tempfile.mkdtemp(prefix="fewstep-heldout-"), set()
         reference = fewstep.sample(denoiser, "heun", polynomial(100, low, high), seeds, shape=shape)
         print(f"\n### {name}\n")
-        print("| solver | NFE | best hand-crafted | " + " | ".join(f"{s} / best (diff ± SE)" for s in SEARCHES)
-              + " | " + " | ".join(f"{s} cost (warm-ups, s)" for s in SEARCHES) + " |")  # fmt: skip
-        print("|---|---|---|" + "---|" * (2 * len(SEARCHES)))
+        print("| solver | NFE | best hand-crafted | " + " | ".join(f"{s} / best (diff ± SE)" for s in searches)
+              + " | " + " | ".join(f"{s} cost (warm-ups, s)" for s in searches) + " |")  # fmt: skip
+        print("|---|---|---|" + "---|" * (2 * len(searches)))
         for solver in solvers:
             spec = SOLVERS[solver]
             for nfe in nfes:
@@ -94,7 +94,7 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                              for h, options in extra.items()})  # fmt: skip
                 best = min(hand, key=lambda h: float(hand[h].mean()))
                 cells = {}
-                for method in SEARCHES:  # a record reused from this run's cache cost nothing in this cell
+                for method in searches:  # a record reused from this run's cache cost nothing in this cell
                     started = time.perf_counter()
                     schedule = fewstep.search_schedule(denoiser, shape=shape, nfe=nfe, solver=solver, method=method,
                                                        afs_data=data, cache_dir=cache, cache_key=name,
@@ -115,18 +115,18 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     row[method] = (ratio, diff, se, cost, seconds)
                     texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
                 summary.append(row)
-                costs = " | ".join(f"{row[m][3]:.2f}, {row[m][4]:.0f}" for m in SEARCHES)
+                costs = " | ".join(f"{row[m][3]:.2f}, {row[m][4]:.0f}" for m in searches)
                 print(f"| {solver} | {nfe} | {best} {float(hand[best].mean()):.3f} | " + " | ".join(texts)
                       + f" | {costs} |", flush=True)  # fmt: skip
-        report([r for r in summary if r["denoiser"] == name], name)
+        report([r for r in summary if r["denoiser"] == name], name, searches)
     print("\n### All denoisers\n")
-    report(summary, "all")
+    report(summary, "all", searches)
 
 
-def report(rows: list[dict], label: str) -> None:
+def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -> None:
     """Per search: the median and worst ratio to the best hand-crafted schedule, the cells it loses (more than two
     paired standard errors), its median and largest cost; and where ld3 beats the best other search."""
-    for method in SEARCHES:
+    for method in searches:
         ratios = [r[method][0] for r in rows]
         losses = [f"{r['solver']} {r['nfe']}" + ("" if label != "all" else f" ({r['denoiser']})") for r in rows
                   if r[method][1] > 2 * r[method][2]]  # fmt: skip
@@ -135,6 +135,8 @@ def report(rows: list[dict], label: str) -> None:
               f"{max(ratios):.2f}; loses (> 2 SE) in {len(losses)} of {len(rows)} cells{': ' if losses else ''}"
               f"{', '.join(losses)}; cost median {statistics.median(costs) if costs else float('nan'):.2f}, max "
               f"{max(costs) if costs else float('nan'):.2f} GITS warm-ups")  # fmt: skip
+    if set(SEARCHES) - set(searches):
+        return
     better = [r for r in rows if r["ld3"][1] < min(r["gits"][1], r["oss"][1])]
     print(f"- {label}: ld3 below both gits and oss in {len(better)} of {len(rows)} cells"
           + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in better) if better and len(better) <= 12 else ""))

@@ -188,6 +188,21 @@ def test_oss_returns_the_hand_crafted_path_when_it_is_best_on_the_validation_see
     assert record["handcrafted"][best]["difference"] == 0.0
 
 
+def test_max_warmups_stops_the_refinement():
+    """With the whole allowance spent before the refinement starts, no move is taken: the race's pick is the
+    schedule, at its own validation value; with room, the same search refines on."""
+    denoiser = GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6))
+    common = {"sampler": Sampler.of("euler", [80.0, 0.002]), "denoiser": denoiser, "shape": (1, 3, 3),
+              "sigma_min": 0.002, "sigma_max": 80.0, "num_steps": 4}  # fmt: skip
+    settings = {"grid_size": 21, "num_warmup": 8, "min_warmup": 8, "num_validation": 16, "validation_chunk": 8,
+                "refine_significance": 0.0}  # fmt: skip
+    stopped = oss_search({**settings, "max_warmups": 0.0}, **common)
+    free = oss_search(settings, **common)
+    assert stopped["path_cost"] == stopped["start_values"][stopped["start"]]
+    assert free["start"] == stopped["start"] and free["path_cost"] < stopped["path_cost"]
+    assert free["evaluations_by_part"]["validation_runs"] > stopped["evaluations_by_part"]["validation_runs"]
+
+
 def test_refine_takes_only_significant_moves_and_keeps_a_path():
     target = [0, 4, 9, 15, 20]
     offsets = torch.linspace(-0.5, 0.5, 16)  # per-sample spread around each path's mean distance
@@ -295,6 +310,8 @@ def test_bad_oss_settings_are_one_clear_error(make_cfg):
         oss_settings({"coeff": 1.15})
     with pytest.raises(FewstepError, match="min_warmup must be between 1 and 32"):
         oss_settings({"min_warmup": 40})
+    with pytest.raises(FewstepError, match="schedule.max_warmups must be >= 0"):
+        oss_settings({"max_warmups": -1.0})
     with pytest.raises(FewstepError, match="schedule.metric must be one of"):
         run(make_cfg("schedule=oss", "schedule.metric=l3"))
     with pytest.raises(FewstepError, match="er_sde is stochastic"):

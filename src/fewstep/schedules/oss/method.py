@@ -303,11 +303,11 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     z = float(settings.significance)
     start = race(validation, starts, z)
     path = starts[start]
-    ends = validation(path)  # the start's every chunk; the refinement then spends at most refine_budget warm-ups
+    ends = validation(path)  # the start's every chunk; the refinement then runs until the search spent max_warmups
     if settings.refine:
-        allowed = spent["validation_runs"] + settings.refine_budget * GITS_REFERENCE_WARMUP * (n - 1)
+        allowed = settings.max_warmups * GITS_REFERENCE_WARMUP * (n - 1)
         path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
-                            spent=lambda: spent["validation_runs"] >= allowed)  # fmt: skip
+                            spent=lambda: sum(spent.values()) >= allowed)  # fmt: skip
     value = float(ends.mean())
     start_values = {name: float(validation.seen(candidate).mean()) for name, candidate in starts.items()}
     start_seeds = {name: len(validation.seen(candidate)) for name, candidate in starts.items()}

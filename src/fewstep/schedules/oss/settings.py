@@ -29,9 +29,10 @@ class OssSettings:
     #   grid point
     min_warmup: int = 8
     num_validation: int = 128  # other samples that pick the schedule among the DP's best paths into the last point
-    #   and every hand-crafted schedule's grid path, and score the refinement: whole runs only
+    #   and every hand-crafted schedule (exactly), and score the refinement: whole runs only
     validation_chunk: int = 32  # validation seeds per chunk: a start candidate runs the next chunk only while it is
-    #   not significantly worse than the best so far, a refinement trial only when its first chunk beats the path
+    #   not significantly worse than the best so far; of the refinement's trials at a point only the best on the
+    #   first chunk runs the others, and only when it beats the path there
     finalists: int = 8  # how many of the DP's paths into the last point the validation samples compare
     warmup_seed: int = 1_000_000  # warm-up seeds: warmup_seed .. warmup_seed + num_warmup - 1 (as GITS), then the
     #   validation seeds
@@ -41,8 +42,8 @@ class OssSettings:
     refine: bool = True  # then coordinate descent on the end distance of whole runs, from the better of the DP's
     #   path and the polynomial schedule's nearest grid path
     refine_window: int = 4  # grid points each interior step may move per trial
-    refine_budget: float = 1.5  # the refinement stops (keeping its path) once its validation runs have spent this
-    #   many GITS reference warm-ups
+    max_warmups: float = 3.0  # the refinement stops (keeping its path) once the whole search (teachers, DP and
+    #   validation runs) has spent this many GITS reference warm-ups of model evaluations
     significance: float = 2.0  # a start candidate stops running once the best so far is lower by more than this many
     #   standard errors of the paired per-sample difference (0: any lower mean)
     refine_significance: float = 3.0  # a refinement move must lower the end distance by more than this many paired
@@ -83,9 +84,9 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
     for key in ("significance", "refine_significance"):
         if values[key] < 0:
             raise FewstepError(f"schedule.{key} must be >= 0 (standard errors), got {values[key]}")
-    if not values["refine_budget"] >= 0:
-        raise FewstepError(f"schedule.refine_budget must be >= 0 (GITS reference warm-ups), got "
-                           f"{values['refine_budget']}")  # fmt: skip
+    if not values["max_warmups"] >= 0:
+        raise FewstepError(f"schedule.max_warmups must be >= 0 (GITS reference warm-ups), got "
+                           f"{values['max_warmups']}")  # fmt: skip
     if not values["budget"] > 0:
         raise FewstepError(f"schedule.budget must be positive (GITS reference warm-ups), got {values['budget']}")
     return OssSettings(**{f.name: values[f.name] for f in fields(OssSettings)})
