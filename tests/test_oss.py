@@ -240,6 +240,20 @@ def test_race_stops_significantly_worse_candidates_after_their_chunk():
     assert len(validation.seen([0, 1, 9])) == 24 and runs.count(((0, 1, 9), 0)) == 1  # each chunk runs once per path
 
 
+def test_race_keeps_a_near_tie_running_past_a_chunk_without_its_tail():
+    """Chunk 1 has no seed on another mode: "b" trails "a" by a hair with no spread (significant at any z). With a
+    margin it runs on, and the later chunks, where "a" has its heavy tail, make it the winner."""
+    def chunk(m):
+        def distances(path):
+            tail = 20.0 if (path[1] == 5 and m > 0) else 0.0
+            return torch.full((8,), 1.0 + 0.001 * (path[1] == 6)) + torch.tensor([tail] + [0.0] * 7)
+        return distances
+
+    candidates = {"a": [0, 5, 9], "b": [0, 6, 9]}
+    assert race(Validation([chunk(0), chunk(1), chunk(2)]), candidates, z=2.0) == "a"  # dropped "b" on chunk 1
+    assert race(Validation([chunk(0), chunk(1), chunk(2)]), candidates, z=2.0, margin=0.05) == "b"
+
+
 def test_refine_runs_only_the_best_screened_trial_past_its_first_chunk():
     target, offsets = [0, 4, 9], torch.linspace(-0.5, 0.5, 8)
     runs = []
@@ -312,6 +326,8 @@ def test_bad_oss_settings_are_one_clear_error(make_cfg):
         oss_settings({"min_warmup": 40})
     with pytest.raises(FewstepError, match="schedule.max_warmups must be >= 0"):
         oss_settings({"max_warmups": -1.0})
+    with pytest.raises(FewstepError, match="schedule.race_margin must be >= 0"):
+        oss_settings({"race_margin": -0.1})
     with pytest.raises(FewstepError, match="schedule.metric must be one of"):
         run(make_cfg("schedule=oss", "schedule.metric=l3"))
     with pytest.raises(FewstepError, match="er_sde is stochastic"):

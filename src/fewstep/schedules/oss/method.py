@@ -301,7 +301,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         if candidate not in starts.values():
             starts[name] = candidate
     z = float(settings.significance)
-    start = race(validation, starts, z)
+    start = race(validation, starts, z, float(settings.race_margin))
     path = starts[start]
     ends = validation(path)  # the start's every chunk; the refinement then runs until the search spent max_warmups
     if settings.refine:

@@ -45,7 +45,9 @@ class OssSettings:
     max_warmups: float = 3.0  # the refinement stops (keeping its path) once the whole search (teachers, DP and
     #   validation runs) has spent this many GITS reference warm-ups of model evaluations
     significance: float = 2.0  # a start candidate stops running once the best so far is lower by more than this many
-    #   standard errors of the paired per-sample difference (0: any lower mean)
+    #   standard errors of the paired per-sample difference (0: any lower mean) ...
+    race_margin: float = 0.05  # ... and by more than this fraction of its mean (near-ties run on: a chunk without
+    #   the few seeds that land on another mode shows a hair's difference with almost no spread)
     refine_significance: float = 3.0  # a refinement move must lower the end distance by more than this many paired
     #   standard errors: a sweep tests dozens of moves, and at 2 one of them passes by chance about every sweep
 
@@ -84,6 +86,9 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
     for key in ("significance", "refine_significance"):
         if values[key] < 0:
             raise FewstepError(f"schedule.{key} must be >= 0 (standard errors), got {values[key]}")
+    if not values["race_margin"] >= 0:
+        raise FewstepError(f"schedule.race_margin must be >= 0 (a fraction of the best mean), got "
+                           f"{values['race_margin']}")  # fmt: skip
     if not values["max_warmups"] >= 0:
         raise FewstepError(f"schedule.max_warmups must be >= 0 (GITS reference warm-ups), got "
                            f"{values['max_warmups']}")  # fmt: skip
