@@ -114,6 +114,10 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     ratio = float(err.mean()) / float(hand[best].mean())
                     row[method] = (ratio, diff, se, cost, seconds)
                     texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
+                if {"gits", "oss", "ld3"} <= set(cells):  # ld3 against the better of the other two, seed by seed
+                    other = min(("gits", "oss"), key=lambda m: float(cells[m][0].mean()))
+                    versus = paired_difference(cells["ld3"][0], cells[other][0])
+                    row["ld3_vs_search"] = (versus["difference"], versus["se"])
                 summary.append(row)
                 costs = " | ".join(f"{row[m][3]:.2f}, {row[m][4]:.0f}" for m in searches)
                 print(f"| {solver} | {nfe} | {best} {float(hand[best].mean()):.3f} | " + " | ".join(texts)
@@ -138,5 +142,8 @@ def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -
     if set(SEARCHES) - set(searches):
         return
     better = [r for r in rows if r["ld3"][1] < min(r["gits"][1], r["oss"][1])]
+    clearly = [r for r in better if -r["ld3_vs_search"][0] > 2 * r["ld3_vs_search"][1]]
     print(f"- {label}: ld3 below both gits and oss in {len(better)} of {len(rows)} cells"
-          + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in better) if better and len(better) <= 12 else ""))
+          + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in better) if better and len(better) <= 12 else "")
+          + f"; by more than two paired standard errors (against the better of the two, seed by seed) in "
+          f"{len(clearly)}" + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in clearly) if clearly else ""))
