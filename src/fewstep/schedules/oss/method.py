@@ -218,7 +218,8 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     base = grid[on_base]
     n = len(base)
     count, stride = dp_plan(settings, sampler, num_steps)
-    on_dp = [on_base[i] for i in dp_grid(n, stride)]
+    dp_points = dp_grid(n, stride)  # base-grid indices the DP steps between; on the search grid: on_dp
+    on_dp = [on_base[i] for i in dp_points]
     seeds = torch.tensor(seed_range(settings.warmup_seed, count), dtype=torch.long)
     x = seeded_noise(seeds, shape).to(device) * float(grid[0])
     model_seconds = time.perf_counter()  # the teacher runs are timed whole: their arithmetic is negligible
@@ -238,7 +239,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
     def dp(rows: slice) -> dict:
         solve, bound = student(seeds[rows])
-        found = solver_aware_dp(solve, bound, x[rows], grid[on_dp], states[dp_grid(n, stride)][:, rows], num_steps,
+        found = solver_aware_dp(solve, bound, x[rows], grid[on_dp], states[dp_points][:, rows], num_steps,
                                 total_steps, to_zero, settings.metric)  # fmt: skip
         values = torch.full((num_steps + 1, len(grid)), math.inf, dtype=torch.float64)
         values[:, on_dp] = found["values"].double()

@@ -39,8 +39,8 @@ class OssSettings:
     metric: str = "l2"  # l2 | l1 | dev (excess deviation from the teacher's chord, as the GITS metric)
     per_sample: bool = False  # false: one DP over the mean distance; true: a DP per sample, paths aggregated by the
     #   median grid index at each step (the OSS paper's code)
-    refine: bool = True  # then coordinate descent on the end distance of whole runs, from the better of the DP's
-    #   path and the polynomial schedule's nearest grid path
+    refine: bool = True  # then coordinate descent on the end distance of whole runs, from the race's pick (the
+    #   best of the DP's finalists and the hand-crafted schedules)
     refine_window: int = 4  # grid points each interior step may move per trial
     max_warmups: float = 3.0  # the refinement stops (keeping its path) once the whole search (teachers, DP and
     #   validation runs) has spent this many GITS reference warm-ups of model evaluations
@@ -83,15 +83,11 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
         raise FewstepError(f"schedule.metric must be one of {list(DISTANCES)}, got {values['metric']!r}")
     if values["base"] not in SCHEDULES:
         raise FewstepError(f"schedule.base must be one of {sorted(SCHEDULES)}, got {values['base']!r}")
-    for key in ("significance", "refine_significance"):
-        if values[key] < 0:
-            raise FewstepError(f"schedule.{key} must be >= 0 (standard errors), got {values[key]}")
-    if not values["race_margin"] >= 0:
-        raise FewstepError(f"schedule.race_margin must be >= 0 (a fraction of the best mean), got "
-                           f"{values['race_margin']}")  # fmt: skip
-    if not values["max_warmups"] >= 0:
-        raise FewstepError(f"schedule.max_warmups must be >= 0 (GITS reference warm-ups), got "
-                           f"{values['max_warmups']}")  # fmt: skip
+    non_negative = {"significance": "standard errors", "refine_significance": "standard errors",
+                    "race_margin": "a fraction of the best mean", "max_warmups": "GITS reference warm-ups"}  # fmt: skip
+    for key, unit in non_negative.items():
+        if not values[key] >= 0:
+            raise FewstepError(f"schedule.{key} must be >= 0 ({unit}), got {values[key]}")
     if not values["budget"] > 0:
         raise FewstepError(f"schedule.budget must be positive (GITS reference warm-ups), got {values['budget']}")
     return OssSettings(**{f.name: values[f.name] for f in fields(OssSettings)})
