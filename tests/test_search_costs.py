@@ -62,3 +62,34 @@ def test_mixture_denoiser_is_the_exact_posterior_mean():
     draws = mixture.sample(20000, torch.Generator().manual_seed(1)).reshape(20000, -1)
     mean = (mixture.log_weights.exp().unsqueeze(-1) * mixture.means).sum(0)
     assert torch.allclose(draws.mean(0), mean, atol=0.05)
+
+
+@pytest.mark.parametrize("method", ["oss", "ld3"])
+def test_a_cached_teacher_is_reused_and_leaves_the_schedule_as_it_is(method, tmp_path, caplog):
+    """The teacher depends on the model, grid and seeds, not on the solver or NFE: a sweep runs it once. A search
+    whose teacher came from the cache asks the model only for the rest, and finds the schedule it finds without a
+    cache; a damaged teacher entry is reported and run again."""
+    denoiser = GaussianMixtureDenoiser.random(3, components=2, shape=(1, 3, 3))
+    counter = CountingDenoiser(denoiser)
+
+    def searched(solver, nfe, cache=None):
+        counter.rows = 0
+        return fewstep.search_schedule(counter, shape=(1, 3, 3), nfe=nfe, solver=solver, method=method,
+                                       cache_dir=cache, cache_key="mixture", **SMALL[method]).record  # fmt: skip
+
+    first = searched("euler", 4, tmp_path)
+    assert first["evaluations_by_part"]["teacher"] > 0 and first["teacher_reused"] == 0
+    cached = searched("ipndm", 5, tmp_path)
+    parts = cached["evaluations_by_part"]
+    assert parts["teacher"] == parts.get("validation_teacher", 0) == 0 and cached["teacher_reused"] > 0
+    assert counter.rows == cached["evaluations"] - parts.get("train_backward", 0)
+    alone = searched("ipndm", 5)
+    assert cached["sigmas"] == alone["sigmas"] and cached["path_cost"] == alone["path_cost"]
+    assert alone["teacher_reused"] == 0 and alone["evaluations"] == cached["evaluations"] + cached["teacher_reused"]
+    entries = sorted((tmp_path / method / "teachers").glob("*.pt"))
+    assert entries
+    entries[0].write_bytes(entries[0].read_bytes()[:100])
+    again = searched("heun", 5, tmp_path)
+    rerun = again["evaluations_by_part"]["teacher"] + again["evaluations_by_part"].get("validation_teacher", 0)
+    assert f"damaged {method} teacher cache" in caplog.text and 0 < rerun < again["teacher_reused"] + rerun
+    assert again["sigmas"] == searched("heun", 5)["sigmas"]

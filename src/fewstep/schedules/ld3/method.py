@@ -31,7 +31,8 @@ from fewstep.schedules.oss.settings import GITS_REFERENCE_WARMUP
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, cached_on_main, needs_steps, run_on_main
-from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, base_grid, check_teacher, teacher
+from fewstep.schedules.teacher import base_grid, check_teacher
+from fewstep.schedules.teacher_cache import TeacherRuns
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
@@ -91,7 +92,8 @@ def ld3_search(
             "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero}  # fmt: skip
 
     def compute() -> dict:
-        record = run_search(settings, sampler, denoiser, shape, grid, num_steps, to_zero, device)
+        teacher = TeacherRuns("ld3", settings, grid, denoiser, shape, device, cache)
+        record = run_search(settings, sampler, denoiser, shape, grid, num_steps, to_zero, teacher)
         return {**record, "total_steps": total_steps}
 
     return cached_on_main("ld3", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast,
@@ -99,9 +101,12 @@ def ld3_search(
 
 
 def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, num_steps: int,
-               to_zero: bool, device) -> dict:  # fmt: skip
+               to_zero: bool, teacher: TeacherRuns) -> dict:  # fmt: skip
+    """The learning; `teacher` runs (or reads from the cache) the teacher's samples of the training and validation
+    seeds."""
     from fewstep.schedules import RANGE_FREE, make_schedule
 
+    device = teacher.device
     started = time.perf_counter()
     n = len(grid)
     sigma_max, sigma_min = float(grid[0]), float(grid[-1])
@@ -111,13 +116,7 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
     spent = dict.fromkeys(("teacher", "train_forward", "train_backward", "soft_teacher", "validation"), 0)
 
     def targets_of(seeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = seeded_noise(seeds, shape).to(device)
-        with torch.no_grad():
-            target = teacher(settings, grid).solve(denoiser, noise * sigma_max, seeds)
-        if not bool(torch.isfinite(target).all()):
-            raise NonFiniteError(f"ld3 search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was cached")
-        spent["teacher"] += (n - 1) * len(seeds)
-        return noise, target
+        return seeded_noise(seeds, shape).to(device), teacher.samples(seeds.tolist())
 
     original, train_targets = targets_of(train_seeds)
     valid_noise, valid_targets = targets_of(valid_seeds)
@@ -193,6 +192,7 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
                 for group in optimizer.param_groups:
                     group["lr"] = lr
             history.append([iteration, float(loss.detach()), value, lr])
+    spent["teacher"] = teacher.computed
     spent["train_backward"] = spent["train_forward"]  # every training forward call is backpropagated once
     sigmas = sigmas_of(best_theta, sigma_min, sigma_max)
     evaluations = sum(spent.values())
@@ -201,14 +201,17 @@ def run_search(settings: Ld3Settings, sampler: Sampler, denoiser, shape, grid: t
     info(f"ld3 search ({sampler.name}, {num_steps} steps, {iteration} steps of learning on {len(train_seeds)} "
          f"samples, {len(valid_seeds)} validation samples): validation {settings.loss} {init_value:.4g} "
          f"({init_name}) -> {best_value:.4g}; {evaluations} model evaluations (forward and backward) = "
-         f"{evaluations / gits_evaluations:.2f} GITS reference warm-ups, {seconds:.1f} s")  # fmt: skip
+         f"{evaluations / gits_evaluations:.2f} GITS reference warm-ups"
+         + (f" (the teacher's {teacher.reused} reused from the cache)" if teacher.reused else "")
+         + f", {seconds:.1f} s")  # fmt: skip
     return {
         "method": "ld3", "sigmas": sigmas.tolist(), "indices": None, "grid": grid.tolist(), "path_cost": best_value,
         "init": init_name, "init_value": init_value, "init_values": init_values, "init_sigmas": init.tolist(),
         "num_steps": num_steps, "to_zero": to_zero, "solver": sampler.name, "settings": settings.as_dict(),
         "prior_bound": bound, "shift_lr": shift, "iterations": iteration, "history": history,
         "validation_seeds": [int(valid_seeds[0]), len(valid_seeds)], "evaluations": evaluations,
-        "evaluations_by_part": spent, "gits_reference_evaluations": gits_evaluations, "seconds": seconds,
+        "evaluations_by_part": spent, "teacher_reused": teacher.reused, "gits_reference_evaluations": gits_evaluations,
+        "seconds": seconds,
     }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from fewstep.data.seeds import seed_range, seeded_noise
+from fewstep.data.seeds import seed_range
 from fewstep.errors import FewstepError, NonFiniteError
 from fewstep.schedules import RANGE_FREE
 from fewstep.schedules.oss.kernel import (
@@ -32,14 +32,8 @@ from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssS
 from fewstep.schedules.registry import SearchMethod
 from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.searches import SearchContext, cached_on_main, needs_steps, run_on_main
-from fewstep.schedules.teacher import (
-    WARMUP_NAN_CAUSE,
-    base_grid,
-    check_grid_steps,
-    check_teacher,
-    teacher,
-    teacher_trajectory,
-)
+from fewstep.schedules.teacher import base_grid, check_grid_steps, check_teacher
+from fewstep.schedules.teacher_cache import TeacherRuns
 from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
@@ -165,8 +159,9 @@ def oss_search(
 
     def compute() -> dict:
         with torch.no_grad():
-            return run_search(settings, sampler, denoiser, shape, grid, on_base, handcrafted, num_steps, total_steps,
-                              to_zero, device)  # fmt: skip
+            teacher = TeacherRuns("oss", settings, base, denoiser, shape, device, cache)
+            return run_search(settings, sampler, denoiser, grid, on_base, handcrafted, num_steps, total_steps,
+                              to_zero, teacher)  # fmt: skip
 
     return cached_on_main("oss", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast)
 
@@ -207,27 +202,27 @@ def paired_difference(result: torch.Tensor, other: torch.Tensor) -> dict:
     return {"value": float(other.mean()), "difference": float(diff.mean()), "se": se, "seeds": len(other)}
 
 
-def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: torch.Tensor, on_base: list[int],
+def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Tensor, on_base: list[int],
                handcrafted: dict[str, list[int]], num_steps: int, total_steps: int, to_zero: bool,
-               device) -> dict:  # fmt: skip
+               teacher: TeacherRuns) -> dict:  # fmt: skip
     """The search on `grid` (the base grid, at indices `on_base`, with the hand-crafted schedules' sigmas added:
-    their paths on it are `handcrafted`)."""
+    their paths on it are `handcrafted`). `teacher` runs (or reads from the cache) the teacher on the base grid: the
+    DP's states on all num_warmup warm-up seeds (it uses the first `count`), the validation's samples by chunk."""
     from fewstep.models.denoiser import bind_seeds
 
     started = time.perf_counter()
     base = grid[on_base]
     n = len(base)
+    device = teacher.device
     count, stride = dp_plan(settings, sampler, num_steps)
     dp_points = dp_grid(n, stride)  # base-grid indices the DP steps between; on the search grid: on_dp
     on_dp = [on_base[i] for i in dp_points]
-    seeds = torch.tensor(seed_range(settings.warmup_seed, count), dtype=torch.long)
-    x = seeded_noise(seeds, shape).to(device) * float(grid[0])
-    model_seconds = time.perf_counter()  # the teacher runs are timed whole: their arithmetic is negligible
-    states, _ = teacher_trajectory(teacher(settings, base).as_solver(seeds), denoiser, x, base)
-    model_seconds = time.perf_counter() - model_seconds
-    if not bool(torch.isfinite(states).all()):
-        raise NonFiniteError(f"oss search: non-finite teacher states: {WARMUP_NAN_CAUSE}; nothing was cached")
-    spent = {"teacher": (n - 1) * count}  # model evaluations, one per sample per call
+    warmup_seeds = seed_range(settings.warmup_seed, int(settings.num_warmup))
+    states = teacher.states(warmup_seeds)[:, :count]
+    seeds = torch.tensor(warmup_seeds[:count], dtype=torch.long)
+    x = teacher.noise(warmup_seeds)[:count]
+    model_seconds = 0.0
+    spent = {"teacher": teacher.computed}  # model evaluations, one per sample per call
 
     def student(batch: torch.Tensor):
         """The sampling solver on these seeds, in the kernel's signature, and the denoiser bound to them."""
@@ -266,7 +261,6 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     validation_seeds = seed_range(int(settings.warmup_seed) + int(settings.num_warmup), int(settings.num_validation))
     chunk = int(settings.validation_chunk)
     spent["validation_teacher"] = spent["validation_runs"] = 0
-    timed = {"teacher": 0.0}
     replays: list[Replay] = []
 
     def chunk_distances(chunk_seeds: list[int]):
@@ -275,14 +269,10 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
 
         def final_distances(candidate: list[int]) -> torch.Tensor:
             if not run:  # this chunk's noise and teacher, the first time a candidate reaches it
-                noise = seeded_noise(batch, shape).to(device) * float(grid[0])
-                teacher_started = time.perf_counter()
-                target = teacher(settings, base).solve(denoiser, noise, batch)
-                timed["teacher"] += time.perf_counter() - teacher_started
-                if not bool(torch.isfinite(target).all()):
-                    raise NonFiniteError(f"oss search: non-finite teacher samples: {WARMUP_NAN_CAUSE}; nothing was "
-                                         "cached")  # fmt: skip
-                spent["validation_teacher"] += (n - 1) * len(batch)
+                noise = teacher.noise(chunk_seeds)
+                before = teacher.computed
+                target = teacher.samples(chunk_seeds)
+                spent["validation_teacher"] += teacher.computed - before
                 solve, bound = student(batch)
                 replays.append(Replay(bound))
                 run.update(noise=noise, target=target, solve=solve, replay=replays[-1],
@@ -305,10 +295,10 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     start = race(validation, starts, z, float(settings.race_margin))
     path = starts[start]
     ends = validation(path)  # the start's every chunk; the refinement then runs until the search spent max_warmups
-    if settings.refine:
+    if settings.refine:  # the cap counts the teacher whether it ran now or came from the cache: the same path
         allowed = settings.max_warmups * GITS_REFERENCE_WARMUP * (n - 1)
         path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
-                            spent=lambda: sum(spent.values()) >= allowed)  # fmt: skip
+                            spent=lambda: sum(spent.values()) + teacher.reused >= allowed)  # fmt: skip
     value = float(ends.mean())
     start_values = {name: float(validation.seen(candidate).mean()) for name, candidate in starts.items()}
     start_seeds = {name: len(validation.seen(candidate)) for name, candidate in starts.items()}
@@ -318,12 +308,13 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
     if not math.isfinite(value):
         raise NonFiniteError(f"oss search: non-finite distance of the searched path {path}; nothing was cached")
     seconds = time.perf_counter() - started
-    model_seconds += timed["teacher"] + sum(replay.seconds for replay in replays)
+    model_seconds += teacher.seconds + sum(replay.seconds for replay in replays)
     gits_evaluations = GITS_REFERENCE_WARMUP * (n - 1)
     info(f"oss search ({sampler.name}, {num_steps} steps, DP on {count} warm-up samples, {len(validation_seeds)} "
          f"validation samples): {evaluations} model evaluations "
-         f"= {evaluations / gits_evaluations:.2f} GITS reference warm-ups ({GITS_REFERENCE_WARMUP} x {n - 1}), "
-         f"{seconds:.1f} s; grid indices {path}")  # fmt: skip
+         f"= {evaluations / gits_evaluations:.2f} GITS reference warm-ups ({GITS_REFERENCE_WARMUP} x {n - 1})"
+         + (f", the teacher's {teacher.reused} reused from the cache" if teacher.reused else "")
+         + f", {seconds:.1f} s; grid indices {path}")  # fmt: skip
     return {
         "method": "oss", "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "base_indices": on_base,
         "values": [[v if math.isfinite(v) else None for v in row] for row in values.tolist()],
@@ -333,7 +324,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, shape, grid: t
         "start_values": start_values, "validation_seeds": [validation_seeds[0], len(validation_seeds)],
         "start_seeds": start_seeds, "handcrafted": against,
         "best_handcrafted": min(against, key=lambda name: (-against[name]["seeds"], against[name]["value"])),
-        "evaluations": evaluations, "evaluations_by_part": spent,
+        "evaluations": evaluations, "evaluations_by_part": spent, "teacher_reused": teacher.reused,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds, "model_seconds": model_seconds,
     }  # fmt: skip
 
