@@ -104,15 +104,16 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     reused = record.get("schedule_key") in seen
                     seen.add(record.get("schedule_key"))
                     spent = 0 if reused else record.get("evaluations", float("nan"))
-                    cost = spent / record.get("gits_reference_evaluations", 15360)
-                    cells[method] = (errors(schedule.sigmas), cost, seconds)
+                    alone = record.get("evaluations", float("nan")) + record.get("teacher_reused", 0)
+                    unit = record.get("gits_reference_evaluations", 15360)
+                    cells[method] = (errors(schedule.sigmas), spent / unit, seconds, alone / unit)
                 row = {"denoiser": name, "solver": solver, "nfe": nfe, "best": best}
                 texts = []
-                for method, (err, cost, seconds) in cells.items():
+                for method, (err, cost, seconds, alone) in cells.items():
                     against = paired_difference(err, hand[best])
                     diff, se = against["difference"], against["se"]
                     ratio = float(err.mean()) / float(hand[best].mean())
-                    row[method] = (ratio, diff, se, cost, seconds)
+                    row[method] = (ratio, diff, se, cost, seconds, alone)
                     texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
                 if {"gits", "oss", "ld3"} <= set(cells):  # ld3 against the better of the other two, seed by seed
                     other = min(("gits", "oss"), key=lambda m: float(cells[m][0].mean()))
@@ -127,6 +128,10 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
     report(summary, "all", searches)
 
 
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}, max {max(values):.2f}" if values else "nan"
+
+
 def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -> None:
     """Per search: the median and worst ratio to the best hand-crafted schedule, the cells it loses (more than two
     paired standard errors), its median and largest cost; and where ld3 beats the best other search."""
@@ -135,10 +140,11 @@ def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -
         losses = [f"{r['solver']} {r['nfe']}" + ("" if label != "all" else f" ({r['denoiser']})") for r in rows
                   if r[method][1] > 2 * r[method][2]]  # fmt: skip
         costs = [r[method][3] for r in rows if math.isfinite(r[method][3])]
+        alone = [r[method][5] for r in rows if math.isfinite(r[method][5])]
         print(f"- {label}: {method} / best hand-crafted: median {statistics.median(ratios):.2f}, worst "
               f"{max(ratios):.2f}; loses (> 2 SE) in {len(losses)} of {len(rows)} cells{': ' if losses else ''}"
-              f"{', '.join(losses)}; cost median {statistics.median(costs) if costs else float('nan'):.2f}, max "
-              f"{max(costs) if costs else float('nan'):.2f} GITS warm-ups")  # fmt: skip
+              f"{', '.join(losses)}; cost in the sweep median {spread(costs)} GITS warm-ups (one search alone, "
+              f"its teacher run: {spread(alone)})")  # fmt: skip
     if set(SEARCHES) - set(searches):
         return
     better = [r for r in rows if r["ld3"][1] < min(r["gits"][1], r["oss"][1])]

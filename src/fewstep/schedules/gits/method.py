@@ -73,7 +73,8 @@ def gits_search(
     cost, count, warmed = warmup_cost(settings, grid, teacher_sampler, warmup, cache, cost_key, is_main, dp_steps)
 
     def compute() -> dict:
-        spent = {"warmup": count * teacher_sampler.model_calls(grid) if warmed else 0, "afs_insertion": 0}
+        warmup_evaluations = count * teacher_sampler.model_calls(grid)
+        spent = {"warmup": warmup_evaluations if warmed else 0, "afs_insertion": 0}
 
         def afs_step(path):
             picked, distances, spent["afs_insertion"] = afs(path, grid, teacher_sampler)
@@ -86,6 +87,7 @@ def gits_search(
             "settings": settings.as_dict(), "warmup_count": count,
             "identity": cache.identity if cache else None, "cost_key": cost_key, "schedule_key": key,
             "evaluations": sum(spent.values()), "evaluations_by_part": spent,
+            "teacher_reused": 0 if warmed else warmup_evaluations,  # the warm-up's, from the cache
             "gits_reference_evaluations": GITS_REFERENCE_WARMUP * (len(grid) - 1),
         }  # fmt: skip
         if not all(math.isfinite(s) for s in record["sigmas"]) or not math.isfinite(path_cost):
