@@ -19,23 +19,26 @@ def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
 
 
-def write_schedule(run_dir: Path, schedule: dict, search: dict | None, denoiser=None) -> None:
+def write_schedule(run_dir: Path, schedule: dict, search: dict | None, denoiser=None, others=()) -> None:
     """schedule.json (the sigmas, the step plan, the search record under its method's name, and `export`: the
     sigmas for k-diffusion / ComfyUI and, for a discrete-time model, its integer timesteps), sigmas.txt (full
-    precision), sigmas_k_diffusion.txt (ending in 0) and, for a search, its plot (<method>.png)."""
+    precision), sigmas_k_diffusion.txt (ending in 0) and, for a search, its plot (<method>.png). `others`: the
+    records of other searches sampled for comparison (`eval.also_search`), under `also_searched` and plotted too."""
     from fewstep.schedules.export import export_record
 
     table = denoiser.training_sigmas() if hasattr(denoiser, "training_sigmas") else None
     export = export_record(schedule["sigmas"], table)
     method = search["method"] if search else None
-    atomic_save_json(run_dir / "schedule.json", {**schedule, "export": export, **({method: search} if search else {})})
+    compared = {"also_searched": {record["method"]: record for record in others}} if others else {}
+    atomic_save_json(run_dir / "schedule.json",
+                     {**schedule, "export": export, **({method: search} if search else {}), **compared})  # fmt: skip
     atomic_write_bytes(run_dir / "sigmas.txt", (", ".join(f"{s:.17g}" for s in export["sigmas"]) + "\n").encode())
     zero = ", ".join(f"{s:.17g}" for s in export["k_diffusion_sigmas"]) + "\n"
     atomic_write_bytes(run_dir / "sigmas_k_diffusion.txt", zero.encode())
-    if search:
-        from fewstep.schedules.plot import plot_search
+    from fewstep.schedules.plot import plot_search
 
-        plot_search(search, run_dir / f"{method}.png")
+    for record in [search, *others] if search else others:
+        plot_search(record, run_dir / f"{record['method']}.png")
 
 
 def write_results(run_dir: Path, grids: dict, metrics: dict) -> None:

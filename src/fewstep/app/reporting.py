@@ -37,8 +37,8 @@ def metrics_table(metrics: dict) -> str:
 
 
 def run_table(metrics: dict) -> str:
-    """The closing comparison: the baseline schedule, the run's schedule and the floor (the reference solution)
-    on the same seeds."""
+    """The closing comparison: the baseline schedule, the run's schedule, other searches' schedules
+    (`eval.also_search`) and the floor (the reference solution) on the same seeds."""
     columns = {"fid": f"FID ({metrics.get('features')}) ± std", "kid": "KID ± std",
                "fid_vs_reference": "FID vs reference", "truncation_error": "truncation error ± s.e."}  # fmt: skip
     keys = [key for key in columns if key in metrics]  # what this run measured
@@ -50,6 +50,7 @@ def run_table(metrics: dict) -> str:
     if "baseline_schedule" in metrics:
         rows.append(row(f"{metrics['baseline_schedule']} (baseline)", "baseline_"))
     rows.append(row(str(metrics.get("schedule", "")), ""))
+    rows.extend(row(name, f"{name}_") for name in metrics.get("also_searched", []))
     if "reference" in metrics:  # against itself: no distance to the reference, no truncation error
         floor = {"fid_vs_reference": "0", "truncation_error": "0"}
         rows.append([f"floor: {metrics['reference']}",

@@ -56,11 +56,13 @@ class Outputs:
 
 @dataclass(frozen=True, eq=False)
 class Comparison:
-    """Another sampler on the same seeds: the hand-crafted baseline, or the high-NFE reference solution."""
+    """Another sampler on the same seeds: the hand-crafted baseline, another search's schedule (`eval.also_search`),
+    or the high-NFE reference solution."""
 
-    label: str  # "polynomial" or "reference solution (ipndm_v, 100 steps)"
+    label: str  # "polynomial", "oss" or "reference solution (ipndm_v, 100 steps)"
     sampler: Sampler
     store_dir: Path
+    search: dict | None = None  # the search's record, for another search's schedule
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +83,7 @@ class RunPlan:
     batch_size: int
     store_dir: Path  # the run's samples, cached by everything that changes them (resumable)
     baseline: Comparison | None
+    searched: tuple[Comparison, ...]  # other searches' schedules (`eval.also_search`), by their method's name
     reference: Comparison | None
     eval: EvalSettings | None
     features: Any  # metrics.evaluation.Prepared: the feature network and published statistics
@@ -114,9 +117,7 @@ def load_model(cfg: DictConfig) -> LoadedModel:
 def outputs_of(cfg: DictConfig) -> Outputs:
     from hydra.core.hydra_config import HydraConfig
 
-    group = None
-    if HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN":
-        group = Path(HydraConfig.get().sweep.dir).name
+    group = Path(HydraConfig.get().sweep.dir).name if in_sweep() else None
     loggers = tuple((str(name), container(node)) for name, node in (cfg.get("logger") or {}).items()
                     if node and "_target_" in node)  # fmt: skip
     run_dir = Path(cfg.paths.output_dir)
@@ -169,6 +170,7 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
         except FewstepError as err:
             raise FewstepError(f"eval.baseline={baseline_name} with eval.baseline_options={base_options}: "
                                f"{err}") from None
+    also_searched = also_searches(cfg, spec, steps) if evaluate else []
 
     # 2. data and model, their declared traits checked against the config
     model = load_model(cfg)
@@ -184,27 +186,37 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
 
         features = prepare_features(settings, dataset)  # bad feature/statistics settings fail before sampling
 
-    # 3. the searched schedule, through the runner
+    # 3. the searched schedule (and the other searches compared with it), through the runner
     search = None
     batch_size = int(cfg.batch_size)
-    if sigmas is None:
-        if runner is None:
-            from fewstep.app.runner import LocalRunner
+    if runner is None and (sigmas is None or also_searched):
+        from fewstep.app.runner import LocalRunner
 
-            runner = LocalRunner()
+        runner = LocalRunner()
+
+    def searched(name: str, options: dict):
         sampler_key = {"solver": solver_cfg, "afs_prior": type(afs_prior).__name__}  # what picks the AFS step
         context = SearchContext(
             sampler, denoiser, shape, sigma_min, sigma_max, steps, sampler_key,
-            cache=SearchCache.for_search(cfg.paths.cache_dir, schedule_cfg["name"], identity, shape),
+            cache=SearchCache.for_search(cfg.paths.cache_dir, name, identity, shape),
             warmup=runner.warmup(denoiser, shape, batch_size), place=lambda: runner.place(denoiser),
             is_main=runner.is_main, broadcast=runner.broadcast,
         )  # fmt: skip
-        found = find_schedule(schedule_cfg["name"], schedule_cfg, context)
+        return find_schedule(name, options, context)
+
+    if sigmas is None:
+        found = searched(schedule_cfg["name"], schedule_cfg)
         search, sigmas = found.record, found.sigmas
         sampler = sampler.with_sigmas(sigmas)
+    others = {name: searched(name, {}) for name in also_searched}  # at the search's shipped defaults
 
     # 4. what is sampled, where it is stored, and what it is compared with
     cache_dir = Path(cfg.paths.cache_dir)
+    searched_comparisons = tuple(
+        Comparison(name, sampler.with_sigmas(found.sigmas),
+                   samples_dir(cache_dir, identity, solver_cfg, found.sigmas, steps.afs), found.record)
+        for name, found in others.items()
+    )  # fmt: skip
     seeds = tuple(range(int(cfg.seed), int(cfg.seed) + int(cfg.num_samples)))
     baseline = reference = None
     if baseline_name is not None:
@@ -218,7 +230,7 @@ def build_plan(cfg: DictConfig, runner=None, evaluate: bool = True) -> RunPlan:
         stored_shape=stored_shape(declared, shape), decodes=declared.decodes, steps=steps,
         schedule=str(cfg.schedule.name), schedule_config=schedule_cfg, sampler=sampler, search=search, seeds=seeds,
         batch_size=batch_size, store_dir=samples_dir(cache_dir, identity, solver_cfg, sigmas, steps.afs),
-        baseline=baseline, reference=reference, eval=settings, features=features,
+        baseline=baseline, searched=searched_comparisons, reference=reference, eval=settings, features=features,
         grid_size=int(cfg.eval.grid_size) if evaluate else 0, outputs=outputs_of(cfg),
     )  # fmt: skip
 
@@ -233,6 +245,43 @@ def baseline_schedule(cfg: DictConfig) -> str | None:
         raise FewstepError(f"eval.baseline={name} is not a hand-crafted schedule; use polynomial, logsnr, "
                            "time_uniform, time_quadratic, beta or kl_optimal (or null for no baseline)")  # fmt: skip
     return str(name)
+
+
+def in_sweep() -> bool:
+    """Whether this job is one of a Hydra multirun's."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
+
+
+def also_searches(cfg: DictConfig, spec, steps: StepPlan) -> list[str]:
+    """The searches whose schedules are sampled on the run's seeds too (`eval.also_search`), checked with the
+    solver and NFE before anything loads, less the run's own schedule. `auto`: oss beside a single run (not a
+    sweep's job, where the schedules are jobs of their own) of schedule=gits on a closed-form denoiser (kde,
+    gaussian: a search and a row of samples cost seconds there), where oss applies to the solver."""
+    from fewstep.schedules.registry import REGISTRY
+    from fewstep.schedules.searches import check_search
+
+    value = cfg.eval.get("also_search")
+    own = str(cfg.schedule.name)
+    if value == "auto":
+        if own != "gits" or in_sweep() or cfg.model.get("parametrization") != "exact":
+            return []
+        try:
+            check_search("oss", {}, spec, steps)
+        except FewstepError:  # a stochastic solver, a step count oss's grid cannot give: the GITS run alone
+            return []
+        return ["oss"]
+    names = [] if value is None else [value] if isinstance(value, str) else list(value)
+    for name in names:
+        if not isinstance(name, str) or not is_search(name):
+            raise FewstepError(f"eval.also_search: {name!r} is not a search; use a list of {sorted(REGISTRY)}, auto "
+                               "(oss beside a run of schedule=gits) or [] for none")  # fmt: skip
+        try:
+            check_search(name, {}, spec, steps)
+        except FewstepError as err:
+            raise FewstepError(f"eval.also_search={name}: {err}") from None
+    return [name for name in dict.fromkeys(names) if name != own]
 
 
 def samples_dir(cache_dir: Path, identity: dict, solver_cfg: dict, sigmas: torch.Tensor, afs: bool) -> Path:

@@ -37,6 +37,9 @@ def sample(cfg: DictConfig) -> dict | None:
     if plan.baseline is not None:  # every job of a sweep with the same model, solver and NFE shares it
         label = f"baseline: {plan.sampler.name} on {plan.baseline.label}, {len(plan.seeds)} samples"
         runs["baseline_"] = module(plan.baseline.sampler, plan.baseline.store_dir, label)
+    for other in plan.searched:  # another search's schedule, on the same seeds
+        label = f"{other.label}: {plan.sampler.name} on its schedule, {len(plan.seeds)} samples"
+        runs[f"{other.label}_"] = module(other.sampler, other.store_dir, label)
     if trainer.is_global_zero:
         link_samples(plan.outputs.run_dir, plan.store_dir)
     for run in runs.values():
@@ -60,9 +63,9 @@ def sample(cfg: DictConfig) -> dict | None:
     metrics = run_metrics(plan, evaluation, sampling_seconds, trainer.world_size)
     write_run(plan, runs, metrics)
     images = {"samples": plan.outputs.run_dir / "samples.png"}
-    if plan.search:
-        method = plan.search["method"]
-        images[method] = plan.outputs.run_dir / f"{method}.png"
+    for record in [plan.search, *(other.search for other in plan.searched)]:
+        if record:
+            images[record["method"]] = plan.outputs.run_dir / f"{record['method']}.png"
     log_run(plan.outputs, metrics, images)
     from fewstep.app.reporting import run_table
 
@@ -98,6 +101,10 @@ def run_metrics(plan: RunPlan, evaluation: dict, sampling_seconds: float, world_
     if plan.baseline is not None:
         metrics["baseline_schedule"] = plan.baseline.label
         metrics["baseline_sigmas"] = plan.baseline.sampler.sigmas.tolist()
+    if plan.searched:
+        metrics["also_searched"] = [other.label for other in plan.searched]
+        for other in plan.searched:
+            metrics[f"{other.label}_sigmas"] = other.sampler.sigmas.tolist()
     if plan.reference is not None:
         metrics["reference"] = plan.reference.label
     return metrics
@@ -109,11 +116,14 @@ def write_run(plan: RunPlan, runs: dict, metrics: dict) -> None:
     run_dir = plan.outputs.run_dir
     shown = list(plan.seeds[: plan.grid_size])
     grids = {panel_title(metrics, plan.schedule, ""): runs[""].store.load(shown)}
+    for other in plan.searched:
+        grids[panel_title(metrics, other.label, f"{other.label}_")] = runs[f"{other.label}_"].store.load(shown)
     if plan.baseline is not None:  # the baseline's panel above the run's: same seeds, compared by eye
         grids = {panel_title(metrics, f"{plan.baseline.label} (baseline)", "baseline_"):
                  runs["baseline_"].store.load(shown), **grids}  # fmt: skip
     write_config(run_dir, plan.outputs.config)
-    write_schedule(run_dir, schedule_record(plan), plan.search, plan.denoiser)
+    write_schedule(run_dir, schedule_record(plan), plan.search, plan.denoiser,
+                   [other.search for other in plan.searched])  # fmt: skip
     write_results(run_dir, grids, metrics)
     if plan.eval.save_npz:
         from fewstep.metrics.quantize import quantize

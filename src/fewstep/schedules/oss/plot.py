@@ -29,6 +29,7 @@ def plot_values(fig, ax, record: dict) -> None:
     ax.plot([dp_path[-1]], [record["path_cost"]], "k*", ms=10, label="searched schedule's end distance")
     positive = bool(np.nanmin(values[1:]) > 0) if np.isfinite(values[1:]).any() else True
     metric = record["settings"]["metric"]
-    ax.set(yscale="log" if positive else "symlog", xlabel="grid point j", ylabel=f"distance to the teacher ({metric})",
+    ax.set(yscale="log" if positive else "symlog", xlabel="grid point j (the base grid and the hand-crafted sigmas)",
+           ylabel=f"distance to the teacher ({metric})",
            title="solver-aware DP: best distance at j after k steps")  # fmt: skip
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="upper left", fontsize=7)

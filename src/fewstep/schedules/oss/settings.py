@@ -41,7 +41,7 @@ class OssSettings:
     #   median grid index at each step (the OSS paper's code)
     refine: bool = True  # then coordinate descent on the end distance of whole runs, from the race's pick (the
     #   best of the DP's finalists and the hand-crafted schedules)
-    refine_window: int = 4  # grid points each interior step may move per trial
+    refine_window: int = 3  # grid points each interior step may move per trial
     max_warmups: float = 3.0  # the refinement stops (keeping its path) once the whole search (teachers, DP and
     #   validation runs) has spent this many GITS reference warm-ups of model evaluations
     significance: float = 2.0  # a start candidate stops running once the best so far is lower by more than this many
