@@ -104,7 +104,8 @@ def test_gits_beats_polynomial_on_mnist5k_kde(tmp_path_factory, solver, nfe):
     polynomial baseline the run samples on the same seeds)."""
     cache = tmp_path_factory.getbasetemp() / "gits-claim-cache"  # warm-up and reference shared by the 4 cases
     cfg = compose_config([f"solver={solver}", f"nfe={nfe}", "schedule=gits", "num_samples=128", "eval.bootstrap=0",
-                          "trainer.enable_progress_bar=false"], tmp_path_factory.mktemp(f"{solver}{nfe}"))  # fmt: skip
+                          "eval.also_search=[]", "trainer.enable_progress_bar=false"],
+                         tmp_path_factory.mktemp(f"{solver}{nfe}"))  # fmt: skip
     cfg.paths.cache_dir = str(cache)
     metrics = run(cfg)
     assert metrics["baseline_schedule"] == "polynomial"
@@ -189,6 +190,9 @@ def test_gits_schedule_works_with_every_solver(tmp_path, solver):
     assert all(s in grid for s in metrics["sigmas"])  # every sigma comes from the search grid
     saved = json.loads((tmp_path / "run" / "schedule.json").read_text())
     assert saved["gits"]["indices"][0] == 0 and saved["gits"]["settings"]["grid_size"] == 21
+    # eval.also_search=auto: oss beside GITS on the KDE, on the same seeds, with the same solver and NFE
+    assert metrics["also_searched"] == ["oss"] and metrics["oss_truncation_error"] > 0
+    assert saved["also_searched"]["oss"]["solver"] == solver and len(metrics["oss_sigmas"]) == len(metrics["sigmas"])
 
 
 def test_bad_gits_option_is_a_clear_error(make_cfg):

@@ -72,6 +72,16 @@ def find_schedule(name: str, options: dict, context: SearchContext) -> Schedule:
     return Schedule(sigmas, record)
 
 
+# eval.also_search=auto: the search sampled beside a run of the key's (oss, rarely worse than a hand-crafted schedule
+# on the held-out bench, beside GITS, the design card's default)
+SHOWN_BESIDE = {"gits": "oss"}
+
+
+def shown_beside(name: str) -> str | None:
+    """The search `eval.also_search=auto` samples beside a run of search `name`, if any."""
+    return SHOWN_BESIDE.get(name)
+
+
 def needs_steps(steps: StepPlan) -> str:
     """The step count a search must provide, in the user's words (for a check's message)."""
     return f"nfe={steps.nfe} needs {steps.num_steps - int(steps.denoise_to_zero)} steps"

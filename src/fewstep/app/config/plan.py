@@ -260,18 +260,19 @@ def also_searches(cfg: DictConfig, spec, steps: StepPlan) -> list[str]:
     sweep's job, where the schedules are jobs of their own) of schedule=gits on a closed-form denoiser (kde,
     gaussian: a search and a row of samples cost seconds there), where oss applies to the solver."""
     from fewstep.schedules.registry import REGISTRY
-    from fewstep.schedules.searches import check_search
+    from fewstep.schedules.searches import check_search, shown_beside
 
     value = cfg.eval.get("also_search")
     own = str(cfg.schedule.name)
     if value == "auto":
-        if own != "gits" or in_sweep() or cfg.model.get("parametrization") != "exact":
+        beside = shown_beside(own)
+        if beside is None or in_sweep() or cfg.model.get("parametrization") != "exact":
             return []
         try:
-            check_search("oss", {}, spec, steps)
-        except FewstepError:  # a stochastic solver, a step count oss's grid cannot give: the GITS run alone
+            check_search(beside, {}, spec, steps)
+        except FewstepError:  # a stochastic solver, a step count its grid cannot give: the run alone
             return []
-        return ["oss"]
+        return [beside]
     names = [] if value is None else [value] if isinstance(value, str) else list(value)
     for name in names:
         if not isinstance(name, str) or not is_search(name):
