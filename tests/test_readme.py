@@ -170,6 +170,9 @@ def check_outputs(argv: list[str], stdout: str, root: Path) -> None:
         assert metrics["schedule"] == "gits" and metrics["baseline_schedule"] == "polynomial"
         assert "baseline_fid" in metrics and (run_dir / "gits.png").is_file()
         assert "polynomial (baseline)" in stdout
+        # and oss beside it (eval.also_search=auto on the KDE): a row, a panel's samples, its record and plot
+        assert metrics["also_searched"] == ["oss"] and "oss_fid" in metrics and (run_dir / "oss.png").is_file()
+        assert "\n| oss " in stdout and json.loads((run_dir / "schedule.json").read_text())["also_searched"]["oss"]
     if "trainer=ddp" in argv:  # the same job in two processes: the same samples and the same metrics as one
         one_dir = RUN_DIRS["run.py"]
         one = json.loads((one_dir / "metrics.json").read_text())
