@@ -23,10 +23,10 @@ class OssSettings:
     teacher: str = "ipndm"  # teacher solver on the grid
     teacher_order: int = 4
     num_warmup: int = 32  # the most warm-up samples the DP runs the student on
-    budget: float = 0.5  # the DP (and its teacher) spend at most this many GITS reference warm-ups (256 x
-    #   (grid_size-1) evaluations): fewer samples where a DP sample costs more, never below min_warmup; below that
-    #   (solvers that evaluate at every candidate target: heun, dpm, unipc), the DP steps between every 2nd, 3rd, ...
-    #   grid point
+    budget: float = 0.5  # the DP (and the teacher on its samples) spend at most this many GITS reference warm-ups
+    #   (256 x (grid_size-1) evaluations): fewer samples where a DP sample costs more, never below min_warmup;
+    #   below that (solvers that evaluate at every candidate target: heun, dpm, unipc), the DP steps between every
+    #   2nd, 3rd, ... grid point
     min_warmup: int = 8
     num_validation: int = 128  # other samples that pick the schedule among the DP's best paths into the last point
     #   and every hand-crafted schedule (exactly), and score the refinement: whole runs only
