@@ -37,7 +37,7 @@ def write_schedule(run_dir: Path, schedule: dict, search: dict | None, denoiser=
     atomic_write_bytes(run_dir / "sigmas_k_diffusion.txt", zero.encode())
     from fewstep.schedules.plot import plot_search
 
-    for record in [search, *others] if search else others:
+    for record in (record for record in (search, *others) if record):
         plot_search(record, run_dir / f"{record['method']}.png")
 
 

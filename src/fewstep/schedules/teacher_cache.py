@@ -22,8 +22,6 @@ from fewstep.schedules.search_cache import SearchCache
 from fewstep.schedules.teacher import WARMUP_NAN_CAUSE, teacher, teacher_trajectory
 from fewstep.utils.cache import finite, load_torch, read_entry, require, write_torch
 
-KINDS = ("samples", "states")
-
 
 class TeacherRuns:
     """The teacher of `settings` on `grid` for `denoiser`, by block of seeds, through `cache` (None: always run)."""
