@@ -53,7 +53,7 @@ from determinism import determinism
 from evaluation import evaluation
 from flow import flow_models, shift_transfer
 from gits_tables import gits_timings, truncation_table
-from heldout import heldout
+from heldout import heldout, search_variant
 from learned import learned_model
 from overhead import lightning_overhead, solver_overhead
 from reference import reference_choice
@@ -100,8 +100,9 @@ def main() -> None:
     parser.add_argument("--heldout-seed", type=int, default=None, help="the mixtures' seed (default: new each run)")
     parser.add_argument("--heldout-unet", action="store_true", help="the held-out table also on unet_mnist5k")
     parser.add_argument("--heldout-flow", action="store_true", help="the held-out table also on flow_mnist5k")
-    parser.add_argument("--heldout-searches", nargs="+", default=["gits", "oss", "ld3"],
-                        choices=["gits", "oss", "ld3"], help="the searches the held-out table runs")
+    parser.add_argument("--heldout-searches", nargs="+", default=["gits", "oss", "ld3"], type=search_variant,
+                        help="the searches the held-out table runs, each a search (gits, oss, ld3) or a search with "
+                        "settings, e.g. oss:polish=32 or oss:polish=32,polish_batch=4")  # fmt: skip
     parser.add_argument("--heldout-only", nargs="*", default=[], help="the held-out table on these denoisers only "
                         "(e.g. flow_mnist5k, unet_mnist5k, 'digits KDE')")
     parser.add_argument(

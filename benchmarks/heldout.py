@@ -6,14 +6,16 @@ run unless --heldout-seed), the digits KDE, the mnist5k KDE, with --heldout-unet
 the hand-crafted schedules; --heldout-only NAME ... keeps the denoisers named). For every
 deterministic solver (--solvers) at every NFE (--nfes): the truncation error (mean L2 to a Heun-100 reference from
 the same noise, --heldout-samples seeds 0..N-1) of each range-free hand-crafted schedule, GITS, oss and ld3 (at
-their shipped defaults), each search's ratio to the best hand-crafted schedule of the cell with the paired per-seed
-standard error of the difference, and each search's cost (model evaluations in GITS reference warm-ups of 256 x 60,
-seconds). GITS's warm-up is shared by a denoiser's cells (cached): its cost is counted in the cell that ran it, and
+their shipped defaults, or with --heldout-searches the searches and settings named, e.g. oss:polish=32), each
+search's ratio to the best hand-crafted schedule of the cell with the paired per-seed standard error of the
+difference, and each search's cost (model evaluations in GITS reference warm-ups of 256 x 60, seconds). GITS's
+warm-up is shared by a denoiser's cells (cached): its cost is counted in the cell that ran it, and
 a schedule reused from the cache (GITS's cells with the same step count) costs nothing in its cell.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import tempfile
@@ -22,6 +24,32 @@ import time
 import torch
 
 SEARCHES = ("gits", "oss", "ld3")
+
+
+def search_variant(text: str) -> str:
+    """A search as `--heldout-searches` names it: a registered search, optionally with settings after a colon
+    (`oss:polish=32,polish_batch=4`); checked here, so that a typo is one line before any work."""
+    method, settings = parse_variant(text)
+    from fewstep.schedules.registry import get_search
+
+    try:
+        get_search(method).settings(settings)
+    except Exception as error:  # argparse turns it into one usage line
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    import yaml
+
+    method, _, rest = text.partition(":")
+    settings = {}
+    for item in filter(None, rest.split(",")):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"{text!r}: settings are key=value, e.g. oss:polish=32")
+        settings[key.strip()] = yaml.safe_load(value)
+    return method, settings
 
 
 EDM_RANGE = (0.002, 80.0)
@@ -94,11 +122,12 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                              for h, options in extra.items()})  # fmt: skip
                 best = min(hand, key=lambda h: float(hand[h].mean()))
                 cells = {}
-                for method in searches:  # a record reused from this run's cache cost nothing in this cell
+                for label in searches:  # a record reused from this run's cache cost nothing in this cell
+                    method, settings = parse_variant(label)
                     started = time.perf_counter()
                     schedule = fewstep.search_schedule(denoiser, shape=shape, nfe=nfe, solver=solver, method=method,
                                                        afs_data=data, cache_dir=cache, cache_key=name,
-                                                       sigma_min=low, sigma_max=high)  # fmt: skip
+                                                       sigma_min=low, sigma_max=high, **settings)  # fmt: skip
                     seconds = time.perf_counter() - started
                     record = schedule.record
                     reused = record.get("schedule_key") in seen
@@ -106,7 +135,7 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     spent = 0 if reused else record.get("evaluations", float("nan"))
                     alone = record.get("evaluations", float("nan")) + record.get("teacher_reused", 0)
                     unit = record.get("gits_reference_evaluations", 15360)
-                    cells[method] = (errors(schedule.sigmas), spent / unit, seconds, alone / unit)
+                    cells[label] = (errors(schedule.sigmas), spent / unit, seconds, alone / unit)
                 row = {"denoiser": name, "solver": solver, "nfe": nfe, "best": best}
                 texts = []
                 for method, (err, cost, seconds, alone) in cells.items():
@@ -115,8 +144,9 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     ratio = float(err.mean()) / float(hand[best].mean())
                     row[method] = (ratio, diff, se, cost, seconds, alone)
                     texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
-                if {"gits", "oss", "ld3"} <= set(cells):  # ld3 against the better of the other two, seed by seed
-                    other = min(("gits", "oss"), key=lambda m: float(cells[m][0].mean()))
+                others = [label for label in cells if label != "ld3"]
+                if "ld3" in cells and others:  # ld3 against the best of the other searches, seed by seed
+                    other = min(others, key=lambda m: float(cells[m][0].mean()))
                     versus = paired_difference(cells["ld3"][0], cells[other][0])
                     row["ld3_vs_search"] = (versus["difference"], versus["se"])
                 summary.append(row)
@@ -145,11 +175,12 @@ def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -
               f"{max(ratios):.2f}; loses (> 2 SE) in {len(losses)} of {len(rows)} cells{': ' if losses else ''}"
               f"{', '.join(losses)}; cost in the sweep median {spread(costs)} GITS warm-ups (one search alone, "
               f"its teacher run: {spread(alone)})")  # fmt: skip
-    if set(SEARCHES) - set(searches):
+    others = [method for method in searches if method != "ld3"]
+    if "ld3" not in searches or not others:
         return
-    better = [r for r in rows if r["ld3"][1] < min(r["gits"][1], r["oss"][1])]
+    better = [r for r in rows if r["ld3"][1] < min(r[method][1] for method in others)]
     clearly = [r for r in better if -r["ld3_vs_search"][0] > 2 * r["ld3_vs_search"][1]]
-    print(f"- {label}: ld3 below both gits and oss in {len(better)} of {len(rows)} cells"
+    print(f"- {label}: ld3 below every other search ({', '.join(others)}) in {len(better)} of {len(rows)} cells"
           + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in better) if better and len(better) <= 12 else "")
-          + f"; by more than two paired standard errors (against the better of the two, seed by seed) in "
+          + f"; by more than two paired standard errors (against the best of the others, seed by seed) in "
           f"{len(clearly)}" + (": " + ", ".join(f"{r['solver']} {r['nfe']}" for r in clearly) if clearly else ""))

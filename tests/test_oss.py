@@ -188,6 +188,90 @@ def test_oss_returns_the_hand_crafted_path_when_it_is_best_on_the_validation_see
     assert record["handcrafted"][best]["difference"] == 0.0
 
 
+POLISHED = {"grid_size": 13, "num_warmup": 8, "min_warmup": 8, "num_validation": 16, "validation_chunk": 8,
+            "polish": 16, "polish_batch": 4}  # fmt: skip
+
+
+def polished_search(denoiser, solver: str, **settings) -> dict:
+    return oss_search({**POLISHED, **settings}, sampler=Sampler.of(solver, [80.0, 0.002]), denoiser=denoiser,
+                      shape=(1, 3, 3), sigma_min=0.002, sigma_max=80.0, num_steps=3)  # fmt: skip
+
+
+def spread_gaussian():
+    return GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.linspace(0.05, 1.5, 9).reshape(1, 3, 3))
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_polish_leaves_the_grid_only_when_significantly_better_on_the_validation_seeds(solver):
+    """On a Gaussian the best schedule is off any 13-point grid: the polish's pick is taken, tested on the chunk
+    it was not picked on; the record's sigmas are then its own (no grid indices), the grid path is kept, and the
+    path cost is the polished schedule's validation distance, recomputed here from scratch."""
+    denoiser = spread_gaussian()
+    plain = polished_search(denoiser, solver, polish=0)
+    record = polished_search(denoiser, solver)
+    polish = record["polish"]
+    assert plain["polish"] is None and record["grid_indices"] == plain["indices"]
+    assert polish["steps"] == 16 and len(polish["screen"]) == 4 and polish["stopped"] is None
+    assert polish["taken"] and polish["difference"] < -2 * polish["se"] and polish["seeds"] == 8
+    assert record["indices"] is None and record["path_cost"] < plain["path_cost"]
+    sigmas = torch.tensor(record["sigmas"], dtype=torch.float64)
+    grid = torch.tensor(record["grid"], dtype=torch.float64)
+    assert sigmas[0] == grid[0] and sigmas[-1] == grid[-1] and bool((sigmas.diff() < 0).all())
+    assert not any(bool(torch.isclose(grid, s, rtol=1e-9).any()) for s in sigmas[1:-1])
+    first, count = record["validation_seeds"]
+    seeds = torch.arange(first, first + count)
+    noise = seeded_noise(seeds, (1, 3, 3))
+    base = grid[record["base_indices"]]
+    teacher = Sampler.of("ipndm", base, max_order=4)(denoiser, noise, seeds)
+    out = Sampler.of(solver, sigmas)(denoiser, noise, seeds)
+    again = (out - teacher).flatten(1).double().norm(dim=1).mean().item()
+    assert math.isclose(again, record["path_cost"], rel_tol=1e-9)
+
+
+def test_polish_keeps_the_grid_path_when_it_is_not_significantly_better():
+    """ipndm on the same Gaussian: the polish's best checkpoint is not below the path on the first chunk, so the
+    other chunk is never run and the grid path stays, with its indices."""
+    record = polished_search(spread_gaussian(), "ipndm")
+    assert not record["polish"]["taken"] and "difference" not in record["polish"]
+    assert record["indices"] == record["grid_indices"]
+    assert record["sigmas"] == [record["grid"][i] for i in record["indices"]]
+
+
+def test_polish_counts_its_backward_passes_and_stops_on_a_denoiser_autograd_cannot_see_through():
+    counter = CountingDenoiser(spread_gaussian())
+    record = polished_search(counter, "heun")
+    parts = record["evaluations_by_part"]
+    assert parts["polish"] > 0 and counter.rows == record["evaluations"] - parts["polish"] // 2
+
+    class Detached(torch.nn.Module):
+        def forward(self, x, sigma):
+            with torch.no_grad():
+                return spread_gaussian()(x, sigma)
+
+    stopped = polished_search(Detached(), "heun")
+    assert stopped["polish"]["stopped"].startswith("no gradient reaches the sigmas")
+    assert stopped["indices"] == stopped["grid_indices"] and stopped["polish"]["screen"] == []
+
+
+def test_polish_kernel_descends_to_a_known_schedule_and_stops_on_a_non_finite_loss():
+    from fewstep.schedules.oss.kernel import polish
+
+    target = torch.tensor([80.0, 10.0, 1.0, 0.1, 0.002], dtype=torch.float64)
+    start = polynomial(4, 0.002, 80.0).double()
+
+    def loss_of(sigmas, rows):
+        return ((sigmas.log() - target.log()) ** 2).sum()
+
+    checkpoints, stopped = polish(loss_of, start, [None] * 200, lr=0.05, every=50)
+    assert stopped is None and len(checkpoints) == 4
+    assert all(c[0] == 80.0 and c[-1] == 0.002 and bool((c.diff() < 0).all()) for c in checkpoints)
+    assert torch.allclose(checkpoints[-1], target, rtol=1e-3)
+    assert loss_of(checkpoints[0], None) < loss_of(start, None)
+    nan_after = iter([1.0, 1.0, float("nan")])
+    checkpoints, stopped = polish(lambda s, r: loss_of(s, r) * next(nan_after), start, [None] * 5, lr=0.05, every=1)
+    assert stopped == "a non-finite distance after 2 steps" and len(checkpoints) == 2
+
+
 def test_max_warmups_stops_the_refinement():
     """With the whole allowance spent before the refinement starts, no move is taken: the race's pick is the
     schedule, at its own validation value; with room, the same search refines on."""
@@ -326,6 +410,10 @@ def test_bad_oss_settings_are_one_clear_error(make_cfg):
         oss_settings({"min_warmup": 40})
     with pytest.raises(FewstepError, match="schedule.max_warmups must be >= 0"):
         oss_settings({"max_warmups": -1.0})
+    with pytest.raises(FewstepError, match="schedule.polish must be at least 0"):
+        oss_settings({"polish": -1})
+    with pytest.raises(FewstepError, match="schedule.polish_lr must be positive"):
+        oss_settings({"polish_lr": 0.0})
     with pytest.raises(FewstepError, match="schedule.race_margin must be >= 0"):
         oss_settings({"race_margin": -0.1})
     with pytest.raises(FewstepError, match="schedule.metric must be one of"):

@@ -34,10 +34,15 @@ class SearchCache:
     def schedule_path(self, key: str) -> Path:
         return Path(self.root) / "schedules" / f"{key}.json"
 
-    def read_schedule(self, key: str, grid, num_steps: int, sigma_range, on_grid: bool = True) -> dict | None:
+    def read_schedule(self, key: str, grid, num_steps: int, sigma_range, on_grid: bool | None = True) -> dict | None:
         """The cached schedule, checked: a path on `grid` (or, `on_grid=False`, any schedule from the grid's first
-        to its last sigma: a search that is not confined to a grid, ld3)."""
-        check = check_schedule(grid, num_steps, sigma_range) if on_grid else check_sigmas(grid, num_steps, sigma_range)
+        to its last sigma: a search that is not confined to a grid, ld3; `None`: a path on the grid where the record
+        has grid indices, else any such schedule: oss, whose polish leaves the grid)."""
+        on_path, off_path = check_schedule(grid, num_steps, sigma_range), check_sigmas(grid, num_steps, sigma_range)
+        if on_grid is None:
+            check = lambda record: (off_path if record.get("indices") is None else on_path)(record)  # noqa: E731
+        else:
+            check = on_path if on_grid else off_path
         return read_entry(self.schedule_path(key), load_json, check, f"{self.name} schedule cache",
                           "searching again")  # fmt: skip
 

@@ -123,7 +123,7 @@ def local_warmup(denoiser, shape: tuple[int, ...], batch_size: int = 64, device=
 
 def cached_on_main(name: str, cache: SearchCache | None, what: dict, grid: torch.Tensor, num_steps: int,
                    sigma_range: tuple[float, float], compute: Callable[[], dict], is_main: bool, broadcast: Callable,
-                   on_grid: bool = True) -> dict:  # fmt: skip
+                   on_grid: bool | None = True) -> dict:  # fmt: skip
     """A search whose whole work runs on the main process (oss, ld3): its cached record (keyed by `what` and the
     grid, checked before use), or `compute()` there, broadcast to every process and then cached."""
     key = None

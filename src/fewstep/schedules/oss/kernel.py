@@ -36,8 +36,9 @@ class Replay:
     function of the sigmas of its calls 0..m (the path prefix they imply): the same key means the same input.
     """
 
-    def __init__(self, denoiser):
+    def __init__(self, denoiser, remember: bool = True):
         self.denoiser = denoiser
+        self.remember = remember  # False: every call reaches the model (runs that are backpropagated)
         self.memory: dict[tuple[float, ...], torch.Tensor] = {}
         self.evaluations = 0  # calls that reached the model
         self.seconds = 0.0  # the time they took
@@ -49,14 +50,15 @@ class Replay:
         return self
 
     def __call__(self, x: torch.Tensor, sigma) -> torch.Tensor:
-        self.key = (*self.key, float(sigma))
+        self.key = (*self.key, float(sigma.detach()) if isinstance(sigma, torch.Tensor) else float(sigma))
         self.used.append(self.key)
         answer = self.memory.get(self.key)
         if answer is None:
             started = time.perf_counter()
             answer = self.denoiser(x, sigma)
             self.seconds += time.perf_counter() - started
-            self.memory[self.key] = answer
+            if self.remember:
+                self.memory[self.key] = answer
             self.evaluations += 1
         return answer
 
@@ -77,10 +79,14 @@ def run_to(solve, replay: Replay, x: torch.Tensor, sigmas: list[float], total_st
     pad = total_steps - steps
     if pad < 0:
         raise FewstepError(f"a path of {steps} steps in a run of {total_steps}")
-    tail = [sigmas[-1] * 0.5**m for m in range(1, pad + 1)]
+    last = float(sigmas[-1].detach()) if isinstance(sigmas, torch.Tensor) else float(sigmas[-1])
+    tail = [last * 0.5**m for m in range(1, pad + 1)]
     if pad and to_zero:
         tail[-1] = 0.0
-    path = torch.tensor([*sigmas, *tail], dtype=torch.float64)
+    if isinstance(sigmas, torch.Tensor):  # a differentiable path (the polish)
+        path = torch.cat([sigmas.double(), torch.tensor(tail, dtype=torch.float64, device=sigmas.device)])
+    else:
+        path = torch.tensor([*sigmas, *tail], dtype=torch.float64)
 
     def stop(info):
         if info["i"] == steps - 1:
@@ -263,3 +269,32 @@ def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int
         if not moved:
             break
     return best, current
+
+
+def polish(loss_of, sigmas: torch.Tensor, batches: list[torch.Tensor], lr: float, every: int):
+    """Gradient descent on a schedule's interior sigmas, parametrised as LD3 learns them (the logits of each step's
+    share of the fall in log sigma: the ends stay put, the sigmas strictly decreasing), with Adam: one step per rows
+    in `batches` on `loss_of(sigmas, rows)`, a differentiable mean distance. Returns (the sigmas after every
+    `every`-th step, why it stopped early or None): it stops, keeping what it has, at a non-finite loss or gradient,
+    or at a loss that does not depend on the sigmas (a denoiser that autograd cannot see through)."""
+    from fewstep.schedules.ld3.kernel import logits_of, sigmas_of
+
+    high, low = float(sigmas[0]), float(sigmas[-1])
+    theta = torch.nn.Parameter(logits_of(sigmas.detach()))
+    optimizer = torch.optim.Adam([theta], lr=lr)
+    checkpoints: list[torch.Tensor] = []
+    with torch.enable_grad():
+        for step, rows in enumerate(batches, start=1):
+            loss = loss_of(sigmas_of(theta, low, high), rows)
+            if not loss.requires_grad:
+                return checkpoints, "no gradient reaches the sigmas (a denoiser autograd cannot see through)"
+            if not bool(torch.isfinite(loss)):
+                return checkpoints, f"a non-finite distance after {step - 1} steps"
+            optimizer.zero_grad()
+            loss.backward()
+            if not bool(torch.isfinite(theta.grad).all()):
+                return checkpoints, f"a non-finite gradient after {step - 1} steps"
+            optimizer.step()
+            if step % every == 0:
+                checkpoints.append(sigmas_of(theta.detach(), low, high))
+    return checkpoints, None

@@ -22,9 +22,11 @@ from fewstep.schedules.oss.kernel import (
     Validation,
     distances,
     median_path,
+    polish,
     race,
     refine,
     run_to,
+    significantly_lower,
     solver_aware_dp,
 )
 from fewstep.schedules.oss.plot import plot_values
@@ -38,8 +40,9 @@ from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
-RECORD_VERSION = 5  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
-# every candidate on every validation seed; 4 raced the hand-crafted schedules' nearest grid paths, not themselves
+RECORD_VERSION = 6  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
+# every candidate on every validation seed; 4 raced the hand-crafted schedules' nearest grid paths, not themselves;
+# 5 had no polish (6: a polished record leaves the grid, its indices None, its grid path in grid_indices)
 # the hand-crafted schedules the validation also runs, exactly (their sigmas are points of the search grid): oss
 # never returns a schedule worse, on the validation seeds, than any of them (those made for one model's range,
 # discrete and ays, are not candidates)
@@ -163,7 +166,8 @@ def oss_search(
             return run_search(settings, sampler, denoiser, grid, on_base, handcrafted, num_steps, total_steps,
                               to_zero, teacher)  # fmt: skip
 
-    return cached_on_main("oss", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast)
+    return cached_on_main("oss", cache, what, grid, num_steps, (sigma_min, sigma_max), compute, is_main, broadcast,
+                          on_grid=None)  # polished: off the grid  # fmt: skip
 
 
 def handcrafted_schedules(num_steps: int, low: float, high: float) -> dict[str, torch.Tensor]:
@@ -218,9 +222,12 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
     dp_points = dp_grid(n, stride)  # base-grid indices the DP steps between; on the search grid: on_dp
     on_dp = [on_base[i] for i in dp_points]
     warmup_seeds = seed_range(settings.warmup_seed, int(settings.num_warmup))
-    states = teacher.states(warmup_seeds)[:, :count]
+    every_state = teacher.states(warmup_seeds)  # on all num_warmup seeds: the DP takes the first count
+    states, targets_all = every_state[:, :count], every_state[-1]
+    seeds_all = torch.tensor(warmup_seeds, dtype=torch.long)
+    x_all = teacher.noise(warmup_seeds)
+    x = x_all[:count]
     seeds = torch.tensor(warmup_seeds[:count], dtype=torch.long)
-    x = teacher.noise(warmup_seeds)[:count]
     model_seconds = 0.0
     spent = {"teacher": teacher.computed}  # model evaluations, one per sample per call
 
@@ -279,7 +286,8 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
                            start=noise.flatten(1).double(), end=target.flatten(1).double(),
                            dev=torch.zeros(len(batch), dtype=torch.float64) if settings.metric == "dev" else None)
             replay, before = run["replay"], run["replay"].evaluations  # prefixes shared by candidates run once
-            reached = run_to(run["solve"], replay, run["noise"], grid[candidate].tolist(), total_steps, to_zero)
+            sigmas = list(candidate) if isinstance(candidate[0], float) else grid[candidate].tolist()  # off the grid
+            reached = run_to(run["solve"], replay, run["noise"], sigmas, total_steps, to_zero)
             spent["validation_runs"] += (replay.evaluations - before) * len(batch)  # each call is on the chunk
             return distances(reached, run["target"], settings.metric, run["start"], run["end"], run["dev"])
 
@@ -296,9 +304,13 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
     path = starts[start]
     ends = validation(path)  # the start's every chunk; the refinement then runs until the search spent max_warmups
     if settings.refine:  # the cap counts the teacher whether it ran now or came from the cache: the same path
-        allowed = settings.max_warmups * GITS_REFERENCE_WARMUP * (n - 1)
+        allowed = settings.max_warmups * GITS_REFERENCE_WARMUP * (n - 1) - planned_polish(settings, sampler, grid[path])
         path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
                             spent=lambda: sum(spent.values()) + teacher.reused >= allowed)  # fmt: skip
+    polished, polish_record = None, None
+    if settings.polish:
+        polished, ends, polish_record = polish_path(settings, student, validation, path, ends, grid, x_all,
+                                                    targets_all, seeds_all, total_steps, to_zero, spent, z)
     value = float(ends.mean())
     start_values = {name: float(validation.seen(candidate).mean()) for name, candidate in starts.items()}
     start_seeds = {name: len(validation.seen(candidate)) for name, candidate in starts.items()}
@@ -316,7 +328,9 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
          + (f", the teacher's {teacher.reused} reused from the cache" if teacher.reused else "")
          + f", {seconds:.1f} s; grid indices {path}")  # fmt: skip
     return {
-        "method": "oss", "sigmas": grid[path].tolist(), "indices": path, "grid": grid.tolist(), "base_indices": on_base,
+        "method": "oss", "sigmas": grid[path].tolist() if polished is None else polished.tolist(),
+        "indices": path if polished is None else None, "grid_indices": path, "polish": polish_record,
+        "grid": grid.tolist(), "base_indices": on_base,
         "values": [[v if math.isfinite(v) else None for v in row] for row in values.tolist()],
         "path_cost": value, "num_steps": num_steps, "total_steps": total_steps, "to_zero": to_zero,
         "solver": sampler.name, "settings": settings.as_dict(), "warmup_count": count, "dp_stride": stride,
@@ -327,6 +341,69 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
         "evaluations": evaluations, "evaluations_by_part": spent, "teacher_reused": teacher.reused,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds, "model_seconds": model_seconds,
     }  # fmt: skip
+
+
+def planned_polish(settings: OssSettings, sampler: Sampler, sigmas: torch.Tensor) -> int:
+    """Model evaluations the polish will spend at most (forward and backward of its steps, its checkpoints on the
+    first validation chunk, the best on the others), which the refinement leaves to it under max_warmups."""
+    if not settings.polish:
+        return 0
+    calls = sampler.model_calls(sigmas)  # one run of the path's steps, whatever its sigmas
+    chunk = min(int(settings.validation_chunk), int(settings.num_validation))
+    screened = int(settings.polish) // int(settings.polish_every) * chunk
+    steps = int(settings.polish) * min(int(settings.polish_batch), int(settings.num_warmup)) * 2
+    return calls * (steps + screened + int(settings.num_validation) - chunk)
+
+
+def polish_path(settings: OssSettings, student, validation: Validation, path: list[int], ends: torch.Tensor,
+                grid: torch.Tensor, noise: torch.Tensor, targets: torch.Tensor, seeds: torch.Tensor, total_steps: int,
+                to_zero: bool, spent: dict, z: float):  # fmt: skip
+    """The polish of the grid path `path` (its validation distances `ends`): `settings.polish` gradient steps on
+    the warm-up seeds (`noise` at the first sigma, the teacher's `targets`), in batches of `polish_batch` drawn
+    from a generator seeded by warmup_seed; the checkpoints screened on the first validation chunk, the best tested
+    on the others (on the same chunk where there is one). Returns (the polished sigmas or None, the result's
+    validation distances, the record's `polish` entry); spends `spent["polish"]`, forward and backward counted."""
+    spent["polish"] = 0
+    order = torch.Generator().manual_seed(int(settings.warmup_seed))
+    batches = []
+    while len(batches) < int(settings.polish):
+        batches.extend(torch.randperm(len(seeds), generator=order).split(int(settings.polish_batch)))
+    batches = batches[: int(settings.polish)]
+
+    def loss_of(sigmas: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        solve, bound = student(seeds[rows])
+        opaque = []
+
+        def seen_through(x, sigma):  # the solver's own arithmetic would carry a gradient past a detached model
+            out = bound(x, sigma)
+            if (x.requires_grad or getattr(sigma, "requires_grad", False)) and not out.requires_grad:
+                opaque.append(True)
+            return out
+
+        counted = Replay(seen_through, remember=False)
+        reached = run_to(solve, counted, noise[rows], sigmas, total_steps, to_zero)
+        spent["polish"] += (1 if opaque else 2) * counted.evaluations * len(rows)  # forward, and backward once
+        start, end = noise[rows].flatten(1).double(), targets[rows].flatten(1).double()
+        loss = distances(reached, targets[rows], settings.metric, start, end, torch.zeros(len(rows))).mean()
+        return loss.detach() if opaque else loss  # the kernel stops: no gradient to follow
+
+    checkpoints, stopped = polish(loss_of, grid[path], batches, float(settings.polish_lr), int(settings.polish_every))
+    record = {"steps": len(batches), "stopped": stopped, "screen": [], "taken": False}
+    candidates = [tuple(sigmas.tolist()) for sigmas in checkpoints]
+    if not candidates:
+        return None, ends, record
+    record["screen"] = [float(validation(candidate, 1).mean()) for candidate in candidates]
+    pick = min(range(len(candidates)), key=lambda index: record["screen"][index])
+    record.update(pick=pick, path_screen=float(validation(path, 1).mean()))
+    if not record["screen"][pick] < record["path_screen"]:
+        return None, ends, record
+    trial = validation(candidates[pick])
+    tested = slice(len(validation(path, 1)) if validation.chunks > 1 else 0, None)  # not the seeds it was picked on
+    record.update(paired_difference(trial[tested], ends[tested]))
+    if not significantly_lower(trial[tested], ends[tested], z):
+        return None, ends, record
+    record["taken"] = True
+    return checkpoints[pick], trial, record
 
 
 def run(settings: OssSettings, context: SearchContext) -> dict:

@@ -44,6 +44,12 @@ class OssSettings:
     refine_window: int = 3  # grid points each interior step may move per trial
     max_warmups: float = 3.0  # the refinement stops (keeping its path) once the whole search (teachers, DP and
     #   validation runs) has spent this many GITS reference warm-ups of model evaluations
+    polish: int = 0  # then this many gradient steps on the path's sigmas, off the grid (LD3's parametrisation,
+    #   Adam), against the teacher's samples of the warm-up seeds; 0: none. Needs a denoiser autograd sees through
+    polish_batch: int = 8  # warm-up samples per gradient step
+    polish_lr: float = 0.05  # Adam's learning rate on the logits of the steps' shares of the fall in log sigma
+    polish_every: int = 4  # the sigmas after every this many steps are screened on the first validation chunk; the
+    #   best, if below the path there, runs the other chunks and is taken when lower by `significance` paired SE
     significance: float = 2.0  # a start candidate stops running once the best so far is lower by more than this many
     #   standard errors of the paired per-sample difference (0: any lower mean) ...
     race_margin: float = 0.05  # ... and by more than this fraction of its mean (near-ties run on: a chunk without
@@ -79,6 +85,9 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
     integer("schedule.warmup_seed", values["warmup_seed"], 0, MAX_SEED - seeds)
     integer("schedule.grid_size", values["grid_size"], 3)
     integer("schedule.refine_window", values["refine_window"], 1)
+    integer("schedule.polish", values["polish"], 0)
+    integer("schedule.polish_batch", values["polish_batch"], 1)
+    integer("schedule.polish_every", values["polish_every"], 1)
     if values["metric"] not in DISTANCES:
         raise FewstepError(f"schedule.metric must be one of {list(DISTANCES)}, got {values['metric']!r}")
     if values["base"] not in SCHEDULES:
@@ -88,6 +97,8 @@ def oss_settings(options: dict | OssSettings | None = None) -> OssSettings:
     for key, unit in non_negative.items():
         if not values[key] >= 0:
             raise FewstepError(f"schedule.{key} must be >= 0 ({unit}), got {values[key]}")
+    if not values["polish_lr"] > 0:
+        raise FewstepError(f"schedule.polish_lr must be positive, got {values['polish_lr']}")
     if not values["budget"] > 0:
         raise FewstepError(f"schedule.budget must be positive (GITS reference warm-ups), got {values['budget']}")
     return OssSettings(**{f.name: values[f.name] for f in fields(OssSettings)})
