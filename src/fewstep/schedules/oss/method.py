@@ -326,7 +326,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
          f"validation samples): {evaluations} model evaluations "
          f"= {evaluations / gits_evaluations:.2f} GITS reference warm-ups ({GITS_REFERENCE_WARMUP} x {n - 1})"
          + (f", the teacher's {teacher.reused} reused from the cache" if teacher.reused else "")
-         + f", {seconds:.1f} s; grid indices {path}")  # fmt: skip
+         + f", {seconds:.1f} s; grid indices {path}" + polish_summary(polish_record))  # fmt: skip
     return {
         "method": "oss", "sigmas": grid[path].tolist() if polished is None else polished.tolist(),
         "indices": path if polished is None else None, "grid_indices": path, "polish": polish_record,
@@ -341,6 +341,17 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
         "evaluations": evaluations, "evaluations_by_part": spent, "teacher_reused": teacher.reused,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds, "model_seconds": model_seconds,
     }  # fmt: skip
+
+
+def polish_summary(record: dict | None) -> str:
+    """The log's words on the polish."""
+    if record is None:
+        return ""
+    if record["taken"]:
+        return (f"; polished off the grid ({record['steps']} gradient steps): end distance {record['difference']:+.4g}"
+                f" +- {record['se']:.2g} on {record['seeds']} validation seeds")  # fmt: skip
+    why = f" ({record['stopped']})" if record["stopped"] else ""
+    return f"; the polish{why} found nothing significantly better: the grid path stays"
 
 
 def planned_polish(settings: OssSettings, sampler: Sampler, sigmas: torch.Tensor) -> int:

@@ -26,7 +26,9 @@ def plot_values(fig, ax, record: dict) -> None:
     dp_path = record.get("dp_indices") or record["indices"]
     on_path = [values[k, j] for k, j in enumerate(dp_path[1:], start=1)]
     ax.plot(dp_path[1:], on_path, "ro", label="the DP's path")
-    ax.plot([dp_path[-1]], [record["path_cost"]], "k*", ms=10, label="searched schedule's end distance")
+    polished = bool((record.get("polish") or {}).get("taken"))
+    ax.plot([dp_path[-1]], [record["path_cost"]], "k*", ms=10,
+            label="searched schedule's end distance" + (" (polished, off the grid)" if polished else ""))
     positive = bool(np.nanmin(values[1:]) > 0) if np.isfinite(values[1:]).any() else True
     metric = record["settings"]["metric"]
     ax.set(yscale="log" if positive else "symlog", xlabel="grid point j (the base grid and the hand-crafted sigmas)",
