@@ -135,15 +135,17 @@ def heldout(solvers, nfes, num_samples: int = 256, seed: int | None = None, unet
                     spent = 0 if reused else record.get("evaluations", float("nan"))
                     alone = record.get("evaluations", float("nan")) + record.get("teacher_reused", 0)
                     unit = record.get("gits_reference_evaluations", 15360)
-                    cells[label] = (errors(schedule.sigmas), spent / unit, seconds, alone / unit)
+                    polished = bool((record.get("polish") or {}).get("taken"))  # oss:polish=N left the grid
+                    cells[label] = (errors(schedule.sigmas), spent / unit, seconds, alone / unit, polished)
                 row = {"denoiser": name, "solver": solver, "nfe": nfe, "best": best}
                 texts = []
-                for method, (err, cost, seconds, alone) in cells.items():
+                for method, (err, cost, seconds, alone, polished) in cells.items():
                     against = paired_difference(err, hand[best])
                     diff, se = against["difference"], against["se"]
                     ratio = float(err.mean()) / float(hand[best].mean())
-                    row[method] = (ratio, diff, se, cost, seconds, alone)
-                    texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}")
+                    row[method] = (ratio, diff, se, cost, seconds, alone, polished)
+                    texts.append(f"{ratio:.2f} ({diff:+.3f} ± {se:.3f}){' **loss**' if diff > 2 * se else ''}"
+                                 + (" polished" if polished else ""))  # fmt: skip
                 others = [label for label in cells if label != "ld3"]
                 if "ld3" in cells and others:  # ld3 against the best of the other searches, seed by seed
                     other = min(others, key=lambda m: float(cells[m][0].mean()))
@@ -174,7 +176,9 @@ def report(rows: list[dict], label: str, searches: tuple[str, ...] = SEARCHES) -
         print(f"- {label}: {method} / best hand-crafted: median {statistics.median(ratios):.2f}, worst "
               f"{max(ratios):.2f}; loses (> 2 SE) in {len(losses)} of {len(rows)} cells{': ' if losses else ''}"
               f"{', '.join(losses)}; cost in the sweep median {spread(costs)} GITS warm-ups (one search alone, "
-              f"its teacher run: {spread(alone)})")  # fmt: skip
+              f"its teacher run: {spread(alone)})"
+              + (f"; polished off the grid in {sum(r[method][6] for r in rows)} cells"
+                 if parse_variant(method)[1].get("polish") else ""))  # fmt: skip
     others = [method for method in searches if method != "ld3"]
     if "ld3" not in searches or not others:
         return
