@@ -395,7 +395,8 @@ def polish_path(settings: OssSettings, student, validation: Validation, path: li
         reached = run_to(solve, counted, noise[rows], sigmas, total_steps, to_zero)
         spent["polish"] += (1 if opaque else 2) * counted.evaluations * len(rows)  # forward, and backward once
         start, end = noise[rows].flatten(1).double(), targets[rows].flatten(1).double()
-        loss = distances(reached, targets[rows], settings.metric, start, end, torch.zeros(len(rows))).mean()
+        excess = torch.zeros(len(rows), dtype=torch.float64, device=start.device)  # dev: the teacher's own is 0
+        loss = distances(reached, targets[rows], settings.metric, start, end, excess).mean()
         return loss.detach() if opaque else loss  # the kernel stops: no gradient to follow
 
     checkpoints, stopped = polish(loss_of, grid[path], batches, float(settings.polish_lr), int(settings.polish_every))
