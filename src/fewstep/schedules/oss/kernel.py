@@ -232,6 +232,13 @@ def race(validation: Validation, candidates: dict[str, list[int]], z: float, mar
     return min(alive, key=lambda name: float(validation(candidates[name]).mean()))
 
 
+def tested_beyond_screen(validation: Validation, trial) -> tuple[torch.Tensor, slice]:
+    """A trial picked by its mean on the first chunk: its distances on every chunk, and the seeds to test it on,
+    those the screen did not pick on (with one chunk, that chunk)."""
+    distances = validation(trial)
+    return distances, slice(len(validation(trial, 1)) if validation.chunks > 1 else 0, None)
+
+
 def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0,
            spent=lambda: False):  # fmt: skip
     """Coordinate descent on the interior grid indices of `path`, on the quantity the schedule is for: the
@@ -262,8 +269,7 @@ def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int
             if screened and not screen[c] < float(validation(best, 1).mean()):
                 continue
             trial = [*best[:p], c, *best[p + 1 :]]
-            trial_distances = validation(trial)
-            tested = slice(len(validation(trial, 1)) if screened else 0, None)  # seeds the screen did not pick on
+            trial_distances, tested = tested_beyond_screen(validation, trial)
             if significantly_lower(trial_distances[tested], current[tested], z):
                 best, current, moved = trial, trial_distances, True
         if not moved:

@@ -28,6 +28,7 @@ from fewstep.schedules.oss.kernel import (
     run_to,
     significantly_lower,
     solver_aware_dp,
+    tested_beyond_screen,
 )
 from fewstep.schedules.oss.plot import plot_values
 from fewstep.schedules.oss.settings import DEFAULTS, GITS_REFERENCE_WARMUP, OssSettings, oss_settings
@@ -226,8 +227,7 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
     states, targets_all = every_state[:, :count], every_state[-1]
     seeds_all = torch.tensor(warmup_seeds, dtype=torch.long)
     x_all = teacher.noise(warmup_seeds)
-    x = x_all[:count]
-    seeds = torch.tensor(warmup_seeds[:count], dtype=torch.long)
+    x, seeds = x_all[:count], seeds_all[:count]
     model_seconds = 0.0
     spent = {"teacher": teacher.computed}  # model evaluations, one per sample per call
 
@@ -409,8 +409,7 @@ def polish_path(settings: OssSettings, student, validation: Validation, path: li
     record.update(pick=pick, path_screen=float(validation(path, 1).mean()))
     if not record["screen"][pick] < record["path_screen"]:
         return None, ends, record
-    trial = validation(candidates[pick])
-    tested = slice(len(validation(path, 1)) if validation.chunks > 1 else 0, None)  # not the seeds it was picked on
+    trial, tested = tested_beyond_screen(validation, candidates[pick])
     record.update(paired_difference(trial[tested], ends[tested]))
     if not significantly_lower(trial[tested], ends[tested], z):
         return None, ends, record
