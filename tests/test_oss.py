@@ -287,6 +287,31 @@ def test_max_warmups_stops_the_refinement():
     assert free["evaluations_by_part"]["validation_runs"] > stopped["evaluations_by_part"]["validation_runs"]
 
 
+def test_max_warmups_caps_the_searchs_own_runs_not_the_teacher():
+    """max_warmups bounds the DP's and the validation's runs (the teacher, shared by a sweep, is not counted): a
+    cap at half of what the free search's own runs spent stops the refinement before a run it has no room for (a
+    trial's screen on one chunk, or its test on the other), never past the cap."""
+    from fewstep.schedules.oss.method import GITS_REFERENCE_WARMUP, own_runs
+
+    denoiser = GaussianDenoiser(torch.full((1, 3, 3), 0.3), torch.full((1, 3, 3), 0.6))
+    common = {"sampler": Sampler.of("euler", [80.0, 0.002]), "denoiser": denoiser, "shape": (1, 3, 3),
+              "sigma_min": 0.002, "sigma_max": 80.0, "num_steps": 4}  # fmt: skip
+    settings = {"grid_size": 21, "num_warmup": 8, "min_warmup": 8, "num_validation": 16, "validation_chunk": 8,
+                "refine_significance": 0.0}  # fmt: skip
+    warmup = GITS_REFERENCE_WARMUP * 20  # the base grid's 21 points: 20 teacher steps per sample
+    free = oss_search(settings, **common)
+    before_refining = own_runs(free["evaluations_by_part"]) - free["evaluations_by_part"]["validation_runs"]
+    before_refining += 16 * 4  # the race's pick on every validation seed (four Euler steps per run)
+    cap = (before_refining + own_runs(free["evaluations_by_part"])) / 2
+    capped = oss_search({**settings, "max_warmups": cap / warmup}, **common)
+    own = own_runs(capped["evaluations_by_part"])
+    parts = capped["evaluations_by_part"]
+    assert parts["teacher"] == 8 * 20 and parts["validation_teacher"] == 16 * 20  # counted, outside the cap
+    assert capped["evaluations"] == own + 8 * 20 + 16 * 20
+    assert cap - 8 * 4 < own <= cap  # stopped before a chunk of 8 runs of 4 Euler steps that did not fit
+    assert capped["path_cost"] >= free["path_cost"]
+
+
 def test_refine_takes_only_significant_moves_and_keeps_a_path():
     target = [0, 4, 9, 15, 20]
     offsets = torch.linspace(-0.5, 0.5, 16)  # per-sample spread around each path's mean distance

@@ -240,15 +240,16 @@ def tested_beyond_screen(validation: Validation, trial) -> tuple[torch.Tensor, s
 
 
 def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int = 4, z: float = 2.0,
-           spent=lambda: False):  # fmt: skip
+           affords=lambda chunks: True):  # fmt: skip
     """Coordinate descent on the interior grid indices of `path`, on the quantity the schedule is for: the
     per-sample end distances of whole runs on the validation seeds. Each sweep takes every interior point in turn:
     every index within `window` of it (the path kept strictly increasing) runs the first chunk of seeds; the one
     with the lowest mean there, if below the current path's, runs the other chunks and is taken when
     `significantly_lower` on them (the first chunk picked it: testing there too would favour it). With one chunk,
-    the best trial is tested on it. It stops when a sweep changes nothing, or, keeping its path, once `spent()` says
-    its budget is used. The DP fixes each state by its distance *there*, which a solver with history or a second
-    evaluation may pay for later. Returns the path and its per-sample distances."""
+    the best trial is tested on it. It stops when a sweep changes nothing, or, keeping its path, before a run of
+    `chunks` chunks that `affords(chunks)` says its budget has no room for. The DP fixes each state by its distance
+    *there*, which a solver with history or a second evaluation may pay for later. Returns the path and its
+    per-sample distances."""
     best, current = list(path), validation(path)
     screened = validation.chunks > 1
     for _ in range(sweeps):
@@ -259,7 +260,7 @@ def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int
             for c in range(low, high + 1):
                 if c == best[p]:
                     continue
-                if spent():
+                if not affords(1):
                     return best, current
                 trial = [*best[:p], c, *best[p + 1 :]]
                 screen[c] = float(validation(trial, 1).mean())
@@ -268,6 +269,8 @@ def refine(validation: Validation, path: list[int], window: int = 3, sweeps: int
             c = min(screen, key=lambda index: (screen[index], abs(index - best[p])))
             if screened and not screen[c] < float(validation(best, 1).mean()):
                 continue
+            if screened and not affords(validation.chunks - 1):
+                return best, current
             trial = [*best[:p], c, *best[p + 1 :]]
             trial_distances, tested = tested_beyond_screen(validation, trial)
             if significantly_lower(trial_distances[tested], current[tested], z):

@@ -41,9 +41,10 @@ from fewstep.solvers.nfe import SolverSpec, StepPlan
 from fewstep.solvers.sampler import Sampler
 from fewstep.utils.logging import info
 
-RECORD_VERSION = 6  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
+RECORD_VERSION = 7  # 1 undercounted the validation runs' evaluations; 2 validated against polynomial alone; 3 ran
 # every candidate on every validation seed; 4 raced the hand-crafted schedules' nearest grid paths, not themselves;
-# 5 had no polish (6: a polished record leaves the grid, its indices None, its grid path in grid_indices)
+# 5 had no polish (6: a polished record leaves the grid, its indices None, its grid path in grid_indices); 6's
+# max_warmups counted the teacher
 # the hand-crafted schedules the validation also runs, exactly (their sigmas are points of the search grid): oss
 # never returns a schedule worse, on the validation seeds, than any of them (those made for one model's range,
 # discrete and ays, are not candidates)
@@ -303,10 +304,11 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
     start = race(validation, starts, z, float(settings.race_margin))
     path = starts[start]
     ends = validation(path)  # the start's every chunk; the refinement then runs until the search spent max_warmups
-    if settings.refine:  # the cap counts the teacher whether it ran now or came from the cache: the same path
+    if settings.refine:  # the cap leaves the teacher out, whether it ran now or came from the cache: the same path
         allowed = settings.max_warmups * GITS_REFERENCE_WARMUP * (n - 1) - planned_polish(settings, sampler, grid[path])
+        per_chunk = sampler.model_calls(grid[path]) * chunk  # at most: a run shares its prefix's calls with others
         path, ends = refine(validation, path, int(settings.refine_window), z=float(settings.refine_significance),
-                            spent=lambda: sum(spent.values()) + teacher.reused >= allowed)  # fmt: skip
+                            affords=lambda chunks: own_runs(spent) + chunks * per_chunk <= allowed)  # fmt: skip
     polished, polish_record = None, None
     if settings.polish:
         polished, ends, polish_record = polish_path(settings, student, validation, path, ends, grid, x_all,
@@ -341,6 +343,12 @@ def run_search(settings: OssSettings, sampler: Sampler, denoiser, grid: torch.Te
         "evaluations": evaluations, "evaluations_by_part": spent, "teacher_reused": teacher.reused,
         "gits_reference_evaluations": gits_evaluations, "seconds": seconds, "model_seconds": model_seconds,
     }  # fmt: skip
+
+
+def own_runs(spent: dict) -> int:
+    """The model evaluations of the search's own runs (the DP's, the validation's, the polish's): what `spent`
+    counts but the teacher, which the cells of a sweep share through the cache."""
+    return sum(count for part, count in spent.items() if part not in ("teacher", "validation_teacher"))
 
 
 def polish_summary(record: dict | None) -> str:

@@ -29,9 +29,13 @@ def plot_values(fig, ax, record: dict) -> None:
     polished = bool((record.get("polish") or {}).get("taken"))
     ax.plot([dp_path[-1]], [record["path_cost"]], "k*", ms=10,
             label="searched schedule's end distance" + (" (polished, off the grid)" if polished else ""))
-    positive = bool(np.nanmin(values[1:]) > 0) if np.isfinite(values[1:]).any() else True
+    shown = values[1:][np.isfinite(values[1:])]
+    if len(shown) and shown.min() > 0:
+        ax.set_yscale("log")
+    elif len(shown) and np.abs(shown).max() > 0:  # zeros or negative (dev) values: log beyond three decades down
+        ax.set_yscale("symlog", linthresh=float(np.abs(shown).max()) * 1e-3)
     metric = record["settings"]["metric"]
-    ax.set(yscale="log" if positive else "symlog", xlabel="grid point j (the base grid and the hand-crafted sigmas)",
+    ax.set(xlabel="grid point j (the base grid and the hand-crafted sigmas)",
            ylabel=f"distance to the teacher ({metric})",
            title="solver-aware DP: best distance at j after k steps")  # fmt: skip
-    ax.legend(loc="upper left", fontsize=7)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)  # beside the curves, never over them
