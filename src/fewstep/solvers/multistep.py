@@ -9,6 +9,7 @@ usual update there, as ipndm does (their slopes were evaluated at sigma > 0).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -45,6 +46,11 @@ def lagrange_weights(nodes: list, start, end, time: Callable) -> list:
     """
     if isinstance(start, torch.Tensor) or isinstance(end, torch.Tensor):
         return _lagrange_weights_torch(nodes, start, end, time)
+    return list(_lagrange_weights_float(tuple(float(node) for node in nodes), float(start), float(end), time))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a search replays the same steps thousands of times (oss's DP)
+def _lagrange_weights_float(nodes: tuple, start: float, end: float, time: Callable) -> tuple:
     sigma = 0.5 * (end - start) * _GAUSS_NODES + 0.5 * (end + start)
     tau, knots = time(sigma), time(np.asarray(nodes, dtype=np.float64))
     weights = []
@@ -54,7 +60,7 @@ def lagrange_weights(nodes: list, start, end, time: Callable) -> list:
             if k != j:
                 basis *= (tau - other) / (knot - other)
         weights.append(float(0.5 * (end - start) * np.dot(_GAUSS_WEIGHTS, basis)))
-    return weights
+    return tuple(weights)
 
 
 def _lagrange_weights_torch(nodes: list, start, end, time: Callable) -> list:
@@ -76,6 +82,7 @@ def _identity(sigma: np.ndarray) -> np.ndarray:
     return sigma
 
 
+@functools.cache  # one function per range, so that the weights' cache knows it again
 def vp_time_of_sigma(sigma_min: float = 0.002, sigma_max: float = 80.0, epsilon_s: float = 1e-3):
     """t(sigma) of the linear-beta VP-SDE with sigma(epsilon_s) = sigma_min and sigma(1) = sigma_max
     (the reference code's `edm2t`, the inverse of `fewstep.schedules.vp_time`)."""
