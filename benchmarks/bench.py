@@ -31,8 +31,9 @@
    schedule, GITS, oss and ld3 for each solver (--solvers) and NFE (--nfes) on two Gaussian mixtures drawn from a
    seed (--heldout-seed; new each run by default), the digits KDE, the mnist5k KDE, with --heldout-unet the
    shipped U-Net and with --heldout-flow the shipped flow (flow_mnist5k, with schedule=flow among the hand-crafted
-   schedules; --heldout-only NAME ...: those alone; --heldout-searches oss ...: those searches alone): ratios to the
-   best hand-crafted schedule with paired standard errors, and each search's cost.
+   schedules; --heldout-only NAME ...: those alone; --heldout-searches oss ... oss:polish=32: those searches or
+   variants alone): ratios to the best hand-crafted schedule with paired standard errors, each search's cost (and
+   oss's wall time over its model time), and the Searches-2 goals, each met or not.
 15. Flow models (--only flow; not in the default run): the error of starting a flow at sigma_max instead of t = 1,
    and every deterministic solver with schedule=flow (shift 1, 3) and polynomial on KDE flows and flow_mnist5k.
 16. Shift transfer (--only flow_shift; not in the default run): a schedule searched on the mnist5k KDE flow at

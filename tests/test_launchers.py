@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fewstep.app.command import STAMP_FORMAT, run_stamp
 
 from .conftest import ROOT
@@ -38,6 +40,8 @@ def test_run_stamp_is_shared_by_the_ranks_of_one_launch(tmp_path, monkeypatch):
     assert run_stamp(slurm) == "slurm-77-0/run"
 
 
+@pytest.mark.slow  # 40 s; the default suite keeps DDP through the README's trainer=ddp and GITS on two processes,
+# and torchrun's run naming through test_run_stamp_is_shared_by_the_ranks_of_one_launch
 def test_torchrun_writes_one_run_dir_whose_fid_equals_one_process(tmp_path):
     """The README's torchrun command as written (no hydra.run.dir), from a working directory of its own; then the
     one-process run of the same config in the same directory."""
