@@ -42,9 +42,9 @@ class OssSettings:
     refine: bool = True  # then coordinate descent on the end distance of whole runs, from the race's pick (the
     #   best of the DP's finalists and the hand-crafted schedules)
     refine_window: int = 3  # grid points each interior step may move per trial
-    max_warmups: float = 2.0  # the refinement stops (keeping its path) once the search's own runs (the DP's, the
-    #   validation's and the polish's planned ones; not the teacher, which a sweep's cells share) have spent this
-    #   many GITS reference warm-ups of model evaluations
+    max_warmups: float = 2.0  # the refinement stops (keeping its path) before the search's own runs (the DP's,
+    #   the validation's and the polish's planned ones; not the teacher, which a sweep's cells share) would pass
+    #   this many GITS reference warm-ups of model evaluations
     polish: int = 0  # then this many gradient steps on the path's sigmas, off the grid (LD3's parametrisation,
     #   Adam), against the teacher's samples of the warm-up seeds; 0: none. Needs a denoiser autograd sees through
     polish_batch: int = 8  # warm-up samples per gradient step
